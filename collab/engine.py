@@ -1,0 +1,658 @@
+"""The engine: versioned writes to documents and resources, serialized per document, durable
+before they are answered, resolved by each document's strategy.
+
+One writer at a time per document (an ``asyncio.Lock`` per key), many documents in parallel.
+A write is computed and applied to the live document under the lock, handed to the store in
+order, and answered once the store says it is durable; the lock is released before that wait,
+so the next write to the same document is computed while the previous one is being committed
+(pipelining), and the store group-commits whatever is pending.
+
+If the store refuses an append (another node wrote first: :class:`StoreConflict`) or fails,
+the live document is evicted and rebuilt from the store, and the write is retried from the top
+— the one retry loop of the engine, ending in ``internal`` when it runs out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import uuid
+import weakref
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from pycrdt import Snapshot
+
+from collab import strategies, ydoc, yjs
+from collab.document import LiveDocument
+from collab.errors import CollabError, ErrorCode, StoreConflict, invalid
+from collab.limits import DEFAULT_LIMITS, Limits, validate_data, validate_text_fields
+from collab.model import (
+    DEFAULT_STRATEGY,
+    KINDS,
+    STRATEGIES,
+    Author,
+    Checkpoint,
+    DocumentMeta,
+    Kind,
+    LogEntry,
+    Outcome,
+    PendingConflict,
+    Strategy,
+    Write,
+    doc_key,
+    now_ms,
+)
+from collab.store.base import Store
+
+log = logging.getLogger("collab.engine")
+
+
+@dataclass(frozen=True, slots=True)
+class EngineConfig:
+    """Engine settings (each one documented in docs/engine.md)."""
+
+    #: Versions kept for stale writes: a write based on a version older than the last
+    #: ``history_limit`` is answered ``history_gone``. Between 1x and 2x are actually kept.
+    history_limit: int = 1000
+    #: opIds remembered per document for idempotency (oldest forgotten first).
+    opid_limit: int = 10_000
+    #: Live documents kept in memory; idle ones beyond this are evicted (and reloaded).
+    max_live_documents: int = 10_000
+    #: Store compare-and-set retries before a write is answered ``internal``.
+    store_retries: int = 16
+    limits: Limits = DEFAULT_LIMITS
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentView:
+    """A document as a reader sees it."""
+
+    meta: DocumentMeta
+    version: int
+    data: dict[str, Any]
+    conflicts: tuple[PendingConflict, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SyncResult:
+    """What a Yjs sync message produced: a reply for the sender (step 2 answering step 1) and,
+    when it changed the document, the outcome to broadcast."""
+
+    reply: bytes | None
+    outcome: Outcome | None
+
+
+class Engine:
+    """The document engine. Use as ``async with Engine(store) as engine:``."""
+
+    def __init__(self, store: Store, config: EngineConfig | None = None) -> None:
+        self.store = store
+        self.config = config or EngineConfig()
+        self._docs: OrderedDict[str, LiveDocument] = OrderedDict()
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        self._tails: dict[str, asyncio.Future[None]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._started = False
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._started:
+            raise RuntimeError("engine already started")
+        await self.store.start()
+        self._started = True
+
+    async def stop(self) -> None:
+        if not self._started:
+            return
+        self._started = False
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        tails = [t for t in self._tails.values() if not t.done()]
+        if tails:
+            await asyncio.gather(*tails, return_exceptions=True)
+        await self.store.stop()
+        self._docs.clear()
+
+    async def __aenter__(self) -> Engine:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # -- reading and joining -------------------------------------------------------------
+
+    async def open(
+        self,
+        kind: Kind,
+        doc_id: str,
+        *,
+        company_id: str,
+        author: Author | None = None,
+        strategy: str | None = None,
+        text_fields: Any = None,
+    ) -> DocumentView:
+        """The document, created empty at version 0 (owned by ``company_id``, with the given
+        or default strategy and text fields) if it does not exist yet."""
+        key = self._key(kind, doc_id)
+        async with self._lock(key):
+            live = await self._load(key)
+            if live is None:
+                meta = DocumentMeta(
+                    id=doc_id,
+                    kind=kind,
+                    company_id=company_id,
+                    strategy=self._strategy(kind, strategy),
+                    text_fields=validate_text_fields(text_fields, self.config.limits),
+                    created_by=author.user_id if author else "",
+                )
+                data = {f: "" for f in meta.text_fields}
+                cp = Checkpoint(0, ydoc.create_state(data, meta.text_fields), {})
+                stored = await self.store.create(meta, cp)
+                live = self._adopt(
+                    LiveDocument.from_stored(
+                        stored,
+                        history_limit=self.config.history_limit,
+                        opid_limit=self.config.opid_limit,
+                    )
+                )
+            self._authorize(live, company_id)
+            return self._view(live)
+
+    async def get(self, kind: Kind, doc_id: str, *, company_id: str) -> DocumentView:
+        """The document; ``not_found`` if it does not exist, ``forbidden`` for another company."""
+        key = self._key(kind, doc_id)
+        async with self._lock(key):
+            live = await self._require(key)
+            self._authorize(live, company_id)
+            return self._view(live)
+
+    async def history(self, kind: Kind, doc_id: str) -> tuple[DocumentMeta, list[dict[str, Any]]]:
+        """The retained log of a document (operators' merge inspector): one dict per version."""
+        stored = await self.store.load(self._key(kind, doc_id))
+        if stored is None:
+            raise CollabError(ErrorCode.NOT_FOUND, f"no {kind} {doc_id!r}")
+        rows = [{"version": e.version, **e.meta} for e in stored.entries]
+        return stored.meta, rows
+
+    async def changes_since(
+        self, kind: Kind, doc_id: str, version: int, *, company_id: str
+    ) -> list[dict[str, Any]]:
+        """Who wrote each version after ``version`` (for a client catching up on rejoin)."""
+        meta, rows = await self.history(kind, doc_id)
+        if meta.company_id != company_id:
+            raise CollabError(ErrorCode.FORBIDDEN, f"{kind} {doc_id!r} belongs to another company")
+        return [r for r in rows if r["version"] > version]
+
+    # -- writing -------------------------------------------------------------------------
+
+    async def write(self, kind: Kind, doc_id: str, write: Write, *, company_id: str) -> Outcome:
+        """Apply a JSON write by the document's strategy; see the module docstring."""
+        key = self._key(kind, doc_id)
+        if (
+            not isinstance(write.base_version, int)
+            or isinstance(write.base_version, bool)
+            or write.base_version < 0
+        ):
+            raise invalid("version must be a non-negative integer")
+        for _ in range(self.config.store_retries):
+            async with self._lock(key):
+                live = await self._require(key)
+                self._authorize(live, company_id)
+                wait = self._pending_tail(key, write.op_id, live)
+                if wait is None:
+                    result = await self._write_locked(live, write)
+                    if isinstance(result, Outcome):
+                        return result
+                    outcome, fut = result
+            if wait is not None:
+                with contextlib.suppress(Exception):
+                    await wait
+                continue
+            try:
+                await fut
+            except StoreConflict:
+                continue
+            return outcome
+        raise CollabError(ErrorCode.INTERNAL, "the document is too contended; try again")
+
+    def _pending_tail(
+        self, key: str, op_id: str | None, live: LiveDocument
+    ) -> asyncio.Future[None] | None:
+        """A duplicate must not be answered before the original is durable: if ``op_id`` is
+        known but appends are still pending, the caller waits for them and looks again."""
+        if op_id and op_id in live.op_ids:
+            tail = self._tails.get(key)
+            if tail is not None and not tail.done():
+                return tail
+        return None
+
+    async def _write_locked(
+        self, live: LiveDocument, write: Write
+    ) -> Outcome | tuple[Outcome, asyncio.Future[None]]:
+        meta = live.meta
+        incoming = validate_data(write.data, self.config.limits, meta.text_fields)
+        if write.op_id:
+            dup = self._duplicate(live, write)
+            if dup is not None:
+                return dup
+        base = write.base_version
+        if base > live.version:
+            raise CollabError(
+                ErrorCode.VERSION_AHEAD,
+                f"version {base} is ahead of the document's {live.version}",
+                version=live.version,
+            )
+        clock = self._clock(meta.kind, write, incoming)
+        original = live.data
+        at = now_ms()
+        if base == live.version:
+            landing = self._guarded(live, lambda: strategies.fast_path(live, incoming, clock))
+            status = "applied"
+        else:
+            if not live.retained(base):
+                raise CollabError(
+                    ErrorCode.HISTORY_GONE,
+                    f"version {base} is older than the retained history (from {live.floor})",
+                    version=live.version,
+                )
+            if meta.strategy == "manual":
+                pending = await self._manual(live, write, incoming, at)
+                if pending is not None:
+                    return pending
+            fn = strategies.lww if meta.strategy == "last-write-wins" else strategies.merge
+            landing = self._guarded(live, lambda: fn(live, base, incoming, clock))
+            status = "merged"
+        version = live.version + 1
+        entry_meta = {
+            "opId": write.op_id,
+            "by": write.author.user_id,
+            "name": write.author.name,
+            "at": at,
+            "base": base,
+            "status": status,
+            "via": "json",
+            "conflicted": landing.conflicted,
+            "clocks": landing.clocks,
+        }
+        live.data = landing.data
+        live.record(version, entry_meta)
+        fut = self._append(live, LogEntry(version, landing.update, entry_meta))
+        stale = status == "merged"
+        return Outcome(
+            status=status,
+            key=live.key,
+            doc_id=meta.id,
+            kind=meta.kind,
+            strategy=meta.strategy,
+            version=version,
+            data=landing.data,
+            author=write.author,
+            at=at,
+            conflicted_fields=tuple(landing.conflicted),
+            original_value=original if stale else None,
+            incoming_value=incoming if stale else None,
+            resolved_value=landing.data if stale else None,
+            update=landing.update,
+            op_id=write.op_id,
+        ), fut
+
+    def _duplicate(self, live: LiveDocument, write: Write) -> Outcome | None:
+        op_id = write.op_id
+        applied_at = live.op_ids.get(op_id) if op_id else None
+        conflict = next((c for c in live.conflicts.values() if c.op_id == op_id), None)
+        if applied_at is None and conflict is None:
+            return None
+        m = live.meta
+        return Outcome(
+            status="duplicate",
+            key=live.key,
+            doc_id=m.id,
+            kind=m.kind,
+            strategy=m.strategy,
+            version=applied_at if applied_at is not None else live.version,
+            data=live.data,
+            author=write.author,
+            at=now_ms(),
+            op_id=op_id,
+            conflict_id=conflict.conflict_id if conflict else None,
+        )
+
+    async def _manual(
+        self, live: LiveDocument, write: Write, incoming: dict[str, Any], at: float
+    ) -> Outcome | None:
+        """A stale write to a manual document: kept unapplied if it conflicts (``None`` if it
+        does not, and it then merges like any disjoint edit)."""
+        _, _, found = strategies.detect(live, live.json_at(write.base_version), incoming)
+        if not found:
+            return None
+        uid = write.author.user_id
+        if any(c.author.user_id == uid for c in live.conflicts.values()):
+            raise CollabError(
+                ErrorCode.CONFLICT_PENDING,
+                "you have an unresolved conflict on this document; resolve it first",
+            )
+        conflict = PendingConflict(
+            conflict_id=uuid.uuid4().hex,
+            base_version=write.base_version,
+            at_version=live.version,
+            conflicted_fields=tuple(".".join(str(x) for x in c.report) for c in found),
+            original_value=live.data,
+            incoming_value=incoming,
+            author=write.author,
+            at=at,
+            op_id=write.op_id,
+        )
+        await self.store.add_conflict(live.key, conflict)
+        live.conflicts[conflict.conflict_id] = conflict
+        m = live.meta
+        return Outcome(
+            status="conflict",
+            key=live.key,
+            doc_id=m.id,
+            kind=m.kind,
+            strategy=m.strategy,
+            version=live.version,
+            data=live.data,
+            author=write.author,
+            at=at,
+            conflicted_fields=conflict.conflicted_fields,
+            original_value=live.data,
+            incoming_value=incoming,
+            conflict_id=conflict.conflict_id,
+            op_id=write.op_id,
+        )
+
+    async def resolve(
+        self,
+        kind: Kind,
+        doc_id: str,
+        conflict_id: str,
+        resolved_value: Any,
+        author: Author,
+        *,
+        company_id: str,
+    ) -> Outcome:
+        """Settle a pending manual conflict with the whole resolved document."""
+        key = self._key(kind, doc_id)
+        if not isinstance(conflict_id, str) or not conflict_id:
+            raise invalid("conflictId must be a non-empty string")
+        for _ in range(self.config.store_retries):
+            async with self._lock(key):
+                live = await self._require(key)
+                self._authorize(live, company_id)
+                conflict = live.conflicts.get(conflict_id)
+                if conflict is None:
+                    raise CollabError(
+                        ErrorCode.NOT_FOUND,
+                        f"no pending conflict {conflict_id!r} (unknown or resolved)",
+                    )
+                value = validate_data(resolved_value, self.config.limits, live.meta.text_fields)
+                landing = self._guarded(live, lambda: strategies.fast_path(live, value, None))
+                at = now_ms()
+                version = live.version + 1
+                entry_meta = {
+                    "opId": conflict.op_id,
+                    "by": author.user_id,
+                    "name": author.name,
+                    "at": at,
+                    "base": live.version,
+                    "status": "resolved",
+                    "via": "resolve",
+                    "conflictId": conflict_id,
+                    "conflicted": list(conflict.conflicted_fields),
+                    "clocks": {},
+                }
+                live.data = landing.data
+                live.record(version, entry_meta)
+                del live.conflicts[conflict_id]
+                fut = self._append(
+                    live, LogEntry(version, landing.update, entry_meta, resolves=conflict_id)
+                )
+                m = live.meta
+                outcome = Outcome(
+                    status="applied",
+                    key=key,
+                    doc_id=m.id,
+                    kind=m.kind,
+                    strategy=m.strategy,
+                    version=version,
+                    data=landing.data,
+                    author=author,
+                    at=at,
+                    conflicted_fields=conflict.conflicted_fields,
+                    original_value=conflict.original_value,
+                    incoming_value=conflict.incoming_value,
+                    resolved_value=landing.data,
+                    conflict_id=conflict_id,
+                    update=landing.update,
+                )
+            try:
+                await fut
+            except StoreConflict:
+                continue
+            return outcome
+        raise CollabError(ErrorCode.INTERNAL, "the document is too contended; try again")
+
+    async def sync(
+        self, kind: Kind, doc_id: str, message: Any, author: Author, *, company_id: str
+    ) -> SyncResult:
+        """Handle one y-protocols sync message from a Yjs replica of the document."""
+        msg = yjs.parse(message)
+        key = self._key(kind, doc_id)
+        for _ in range(self.config.store_retries):
+            async with self._lock(key):
+                live = await self._require(key)
+                self._authorize(live, company_id)
+                if msg.type == yjs.SyncType.STEP1:
+                    try:
+                        update = live.doc.get_update(msg.payload)
+                    except Exception:
+                        raise invalid("malformed state vector") from None
+                    return SyncResult(yjs.create_sync_step2_message(update), None)
+                result = self._apply_yjs(live, msg.payload, author)
+                if result is None:
+                    return SyncResult(None, None)
+                outcome, fut = result
+            try:
+                await fut
+            except StoreConflict:
+                continue
+            return SyncResult(None, outcome)
+        raise CollabError(ErrorCode.INTERNAL, "the document is too contended; try again")
+
+    def _apply_yjs(
+        self, live: LiveDocument, update: bytes, author: Author
+    ) -> tuple[Outcome, asyncio.Future[None]] | None:
+        before = Snapshot.from_doc(live.doc).encode()
+        sv = live.doc.get_state()
+
+        def apply() -> dict[str, Any]:
+            try:
+                live.doc.apply_update(update)
+            except Exception:
+                raise invalid("malformed Yjs update") from None
+            return validate_data(ydoc.to_json(live.root), self.config.limits, live.meta.text_fields)
+
+        data = self._guarded(live, apply)
+        if Snapshot.from_doc(live.doc).encode() == before:
+            return None  # nothing new (already seen, or waiting for missing dependencies)
+        applied = live.doc.get_update(sv)
+        at = now_ms()
+        version = live.version + 1
+        entry_meta = {
+            "opId": None,
+            "by": author.user_id,
+            "name": author.name,
+            "at": at,
+            "base": live.version,
+            "status": "applied",
+            "via": "yjs",
+            "conflicted": [],
+            "clocks": {},
+        }
+        live.data = data
+        live.record(version, entry_meta)
+        fut = self._append(live, LogEntry(version, applied, entry_meta))
+        m = live.meta
+        return Outcome(
+            status="applied",
+            key=live.key,
+            doc_id=m.id,
+            kind=m.kind,
+            strategy=m.strategy,
+            version=version,
+            data=data,
+            author=author,
+            at=at,
+            update=applied,
+            via_sync=True,
+        ), fut
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _key(self, kind: str, doc_id: Any) -> str:
+        if kind not in KINDS:
+            raise invalid(f"unknown kind {kind!r}")
+        if not isinstance(doc_id, str) or not doc_id or len(doc_id) > 256:
+            raise invalid(f"{kind} id must be a non-empty string of at most 256 characters")
+        try:
+            doc_id.encode("utf-8")
+        except UnicodeEncodeError:
+            raise invalid(f"{kind} id is not valid Unicode") from None
+        return doc_key(kind, doc_id)  # type: ignore[arg-type]
+
+    @staticmethod
+    def _strategy(kind: Kind, strategy: Any) -> Strategy:
+        if strategy is None:
+            return DEFAULT_STRATEGY[kind]
+        if strategy not in STRATEGIES:
+            raise invalid(f"unknown strategy {strategy!r}; one of {', '.join(STRATEGIES)}")
+        return strategy  # type: ignore[no-any-return]
+
+    @staticmethod
+    def _clock(kind: Kind, write: Write, incoming: dict[str, Any]) -> strategies.WriteClock | None:
+        """Resources order last-write-wins by the write's timestamp, ties broken by a key
+        derived from the write itself so every node orders the same set the same way."""
+        if kind != "resource":
+            return None
+        ts = write.timestamp if write.timestamp is not None else now_ms()
+        digest = hashlib.blake2b(
+            orjson.dumps(incoming, option=orjson.OPT_SORT_KEYS), digest_size=8
+        ).hexdigest()
+        return (ts, f"{write.author.user_id}\x00{write.op_id or ''}\x00{digest}")
+
+    def _lock(self, key: str) -> asyncio.Lock:
+        lock = self._locks.get(key)
+        if lock is None:
+            lock = asyncio.Lock()
+            self._locks[key] = lock
+        return lock
+
+    async def _load(self, key: str) -> LiveDocument | None:
+        live = self._docs.get(key)
+        if live is not None:
+            self._docs.move_to_end(key)
+            return live
+        stored = await self.store.load(key)
+        if stored is None:
+            return None
+        return self._adopt(
+            LiveDocument.from_stored(
+                stored, history_limit=self.config.history_limit, opid_limit=self.config.opid_limit
+            )
+        )
+
+    async def _require(self, key: str) -> LiveDocument:
+        live = await self._load(key)
+        if live is None:
+            kind, _, doc_id = key.partition(":")
+            raise CollabError(ErrorCode.NOT_FOUND, f"no {kind} {doc_id!r}; join it first")
+        return live
+
+    def _adopt(self, live: LiveDocument) -> LiveDocument:
+        self._docs[live.key] = live
+        if len(self._docs) > self.config.max_live_documents:
+            for key in list(self._docs)[: len(self._docs) - self.config.max_live_documents]:
+                other = self._docs[key]
+                lock = self._locks.get(key)
+                if other.pending == 0 and (lock is None or not lock.locked()):
+                    del self._docs[key]
+        return live
+
+    @staticmethod
+    def _authorize(live: LiveDocument, company_id: str) -> None:
+        if live.meta.company_id != company_id:
+            raise CollabError(
+                ErrorCode.FORBIDDEN, f"{live.meta.kind} {live.meta.id!r} belongs to another company"
+            )
+
+    def _guarded(self, live: LiveDocument, fn: Any) -> Any:
+        """Run a mutation of the live document; if it fails half-way, forget the live copy
+        (the store has none of it) so the next use rebuilds it."""
+        try:
+            return fn()
+        except Exception:
+            self._evict(live)
+            raise
+
+    def _evict(self, live: LiveDocument) -> None:
+        if self._docs.get(live.key) is live:
+            del self._docs[live.key]
+
+    def _append(self, live: LiveDocument, entry: LogEntry) -> asyncio.Future[None]:
+        fut = self.store.append(live.key, entry)
+        live.pending += 1
+        self._tails[live.key] = fut
+
+        def done(f: asyncio.Future[None]) -> None:
+            live.pending -= 1
+            if self._tails.get(live.key) is f:
+                del self._tails[live.key]
+            exc = f.exception() if not f.cancelled() else None
+            if exc is not None or f.cancelled():
+                if not isinstance(exc, StoreConflict):
+                    log.error("store append failed for %s v%s: %r", live.key, entry.version, exc)
+                self._evict(live)
+            elif live.checkpoint_due() and self._started:
+                self._spawn(self._compact(live))
+
+        fut.add_done_callback(done)
+        return fut
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _compact(self, live: LiveDocument) -> None:
+        """Write a checkpoint at the history floor; the live copy is then rebuilt from it on
+        next use so deleted content before the floor is dropped from memory too."""
+        async with self._lock(live.key):
+            if self._docs.get(live.key) is not live or not live.checkpoint_due():
+                return
+            cp = live.make_checkpoint()
+            try:
+                await self.store.compact(live.key, cp)
+            except Exception:
+                log.exception("compaction failed for %s", live.key)
+                return
+            live.checkpoint_written(cp.version)
+            if live.pending == 0:
+                self._evict(live)
+
+    def _view(self, live: LiveDocument) -> DocumentView:
+        return DocumentView(live.meta, live.version, live.data, tuple(live.conflicts.values()))
+
+    @contextlib.asynccontextmanager
+    async def locked(self, kind: Kind, doc_id: str) -> AsyncIterator[None]:
+        """Hold a document's write lock (tests and tools)."""
+        async with self._lock(self._key(kind, doc_id)):
+            yield

@@ -1,0 +1,248 @@
+"""The Yjs view of a document, and JSON edits expressed as CRDT operations.
+
+A document's canonical state is a pycrdt ``Doc`` with one root ``Y.Map`` named ``data``:
+declared text fields are ``Y.Text``, nested objects ``Y.Map``, lists ``Y.Array``, everything
+else a plain value (CONTRACT.md, "The Yjs view"). A JSON write becomes the smallest set of
+CRDT operations that turns the old JSON into the new one: text by character, objects by key,
+lists by element. Expressed that way, a stale write applied to a fork of the document at its
+base version and merged into the current state keeps both sides' insertions.
+
+pycrdt's ``Text`` indexes by UTF-8 byte offset; every position here is converted from Python
+string indices (code points) accordingly.
+"""
+
+from __future__ import annotations
+
+import random
+from difflib import SequenceMatcher
+from typing import Any
+
+import orjson
+from pycrdt import Array, Decoder, Doc, Map, Snapshot, Text
+
+from collab.errors import invalid
+from collab.limits import MAX_SAFE_INTEGER
+from collab.paths import json_equal
+
+ROOT = "data"
+
+#: Text middles longer than this (after trimming the common prefix and suffix) are replaced
+#: whole rather than diffed character by character: difflib is quadratic in the worst case.
+TEXT_DIFF_LIMIT = 20_000
+
+
+def new_doc(exclude: bytes | None = None) -> Doc:
+    """A fresh document that keeps deleted content (needed to rebuild past versions), with a
+    client id that does not already appear in the state vector ``exclude``."""
+    return Doc(skip_gc=True, client_id=fresh_client_id(exclude))
+
+
+def fresh_client_id(state_vector: bytes | None) -> int:
+    """A random 32-bit client id (what Yjs uses) not present in ``state_vector``.
+
+    Two writers sharing a client id corrupt the document; forks of a document made by
+    pycrdt's ``from_snapshot`` inherit its id, so every fork that will be edited gets a new one.
+    """
+    taken = clients_of(state_vector) if state_vector else set()
+    while True:
+        cid = random.getrandbits(32)
+        if cid and cid not in taken:
+            return cid
+
+
+def clients_of(state_vector: bytes) -> set[int]:
+    """The client ids named in an encoded state vector."""
+    dec = Decoder(state_vector)
+    n = dec.read_var_uint()
+    out = set()
+    for _ in range(n):
+        out.add(dec.read_var_uint())
+        dec.read_var_uint()
+    return out
+
+
+def root_of(doc: Doc) -> Map:
+    return doc.get(ROOT, type=Map)
+
+
+def create_state(data: dict[str, Any], text_fields: tuple[str, ...]) -> bytes:
+    """The initial Yjs state of a new document, as an update from the empty document."""
+    doc = new_doc()
+    root = root_of(doc)
+    with doc.transaction():
+        for k, v in data.items():
+            root[k] = to_y(v, k in text_fields)
+    return doc.get_update()
+
+
+def to_y(value: Any, is_text: bool = False) -> Any:
+    """A JSON value as a CRDT value to insert."""
+    if is_text and isinstance(value, str):
+        return Text(value)
+    if isinstance(value, dict):
+        return Map({k: to_y(v) for k, v in value.items()})
+    if isinstance(value, list):
+        return Array([to_y(v) for v in value])
+    return value
+
+
+def to_json(root: Map) -> dict[str, Any]:
+    """The JSON view of the ``data`` map; integral floats come back as ints.
+
+    Raises ``invalid_payload`` for content JSON cannot hold (binary, sub-documents, XML),
+    which only a Yjs client can put there.
+    """
+    return _map_json(root)
+
+
+def _map_json(m: Map) -> dict[str, Any]:
+    return {k: _value_json(v) for k, v in m.items()}
+
+
+def _value_json(v: Any) -> Any:
+    if v is None or isinstance(v, bool | str):
+        return v
+    if isinstance(v, float):
+        return int(v) if v.is_integer() and abs(v) <= MAX_SAFE_INTEGER else v
+    if isinstance(v, int):
+        return v
+    if isinstance(v, Text):
+        return str(v)
+    if isinstance(v, Map):
+        return _map_json(v)
+    if isinstance(v, Array):
+        return [_value_json(x) for x in v]
+    if isinstance(v, dict):  # plain JSON objects inserted as values by a Yjs client
+        return {str(k): _value_json(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_value_json(x) for x in v]
+    raise invalid(f"document holds a {type(v).__name__}, which has no JSON form")
+
+
+def patch(
+    root: Map, old: dict[str, Any], new: dict[str, Any], text_fields: tuple[str, ...]
+) -> None:
+    """Apply to ``root`` (inside the caller's transaction) the operations turning ``old`` into
+    ``new``. ``old`` must be the JSON view of ``root``."""
+    for k in old.keys() - new.keys():
+        del root[k]
+    for k, nv in new.items():
+        if k not in old:
+            root[k] = to_y(nv, k in text_fields)
+            continue
+        ov = old[k]
+        if ov is nv or json_equal(ov, nv):
+            continue
+        if k in text_fields and isinstance(ov, str) and isinstance(nv, str):
+            cur = root[k]
+            if isinstance(cur, Text):
+                patch_text(cur, ov, nv)
+                continue
+        _patch_member(root, k, ov, nv)
+
+
+def _patch_member(container: Map | Array, key: Any, ov: Any, nv: Any) -> None:
+    cur = container[key]
+    if type(ov) is dict and type(nv) is dict and isinstance(cur, Map):
+        _patch_map(cur, ov, nv)
+    elif type(ov) is list and type(nv) is list and isinstance(cur, Array):
+        _patch_array(cur, ov, nv)
+    elif isinstance(container, Map):
+        container[key] = to_y(nv)
+    else:
+        del container[key]
+        container.insert(key, to_y(nv))
+
+
+def _patch_map(m: Map, old: dict[str, Any], new: dict[str, Any]) -> None:
+    for k in old.keys() - new.keys():
+        del m[k]
+    for k, nv in new.items():
+        if k not in old:
+            m[k] = to_y(nv)
+        elif not json_equal(old[k], nv):
+            _patch_member(m, k, old[k], nv)
+
+
+def _patch_array(arr: Array, old: list[Any], new: list[Any]) -> None:
+    a = [_key(x) for x in old]
+    b = [_key(x) for x in new]
+    ops = SequenceMatcher(None, a, b, autojunk=False).get_opcodes()
+    # Right to left, so that earlier indices stay valid.
+    for tag, i1, i2, j1, j2 in reversed(ops):
+        if tag == "equal":
+            continue
+        if tag == "replace" and i2 - i1 == j2 - j1:
+            for off in range(i2 - i1 - 1, -1, -1):
+                ov, nv = old[i1 + off], new[j1 + off]
+                if type(ov) is type(nv) and type(ov) in (dict, list):
+                    _patch_member(arr, i1 + off, ov, nv)
+                else:
+                    del arr[i1 + off]
+                    arr.insert(i1 + off, to_y(nv))
+            continue
+        if i2 > i1:
+            del arr[i1:i2]
+        for off, nv in enumerate(new[j1:j2]):
+            arr.insert(i1 + off, to_y(nv))
+
+
+def _key(value: Any) -> bytes:
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+
+
+def patch_text(text: Text, old: str, new: str) -> None:
+    """Character-level edits turning ``old`` into ``new`` (``old`` must be ``str(text)``).
+
+    The common prefix and suffix are trimmed first (one keystroke costs O(n) string compares
+    and one CRDT op); the middle is diffed with difflib so that several separate insertions
+    stay insertions and do not replace the text between them.
+    """
+    n = min(len(old), len(new))
+    p = 0
+    while p < n and old[p] == new[p]:
+        p += 1
+    s = 0
+    while s < n - p and old[-1 - s] == new[-1 - s]:
+        s += 1
+    a, b = old[p : len(old) - s], new[p : len(new) - s]
+    if len(a) + len(b) <= TEXT_DIFF_LIMIT and a and b:
+        ops = [
+            op
+            for op in SequenceMatcher(None, a, b, autojunk=False).get_opcodes()
+            if op[0] != "equal"
+        ]
+    else:
+        ops = [("replace", 0, len(a), 0, len(b))]
+    ascii_text = old.isascii()
+    for _tag, i1, i2, j1, j2 in reversed(ops):
+        start = p + i1
+        if ascii_text:
+            lo, hi = start, p + i2
+        else:
+            lo = len(old[:start].encode("utf-8"))
+            hi = lo + len(old[start : p + i2].encode("utf-8"))
+        if hi > lo:
+            del text[lo:hi]
+        if j2 > j1:
+            text.insert(lo, b[j1:j2])
+
+
+def fork_state(doc: Doc, snapshot: Snapshot) -> bytes:
+    """The state of ``doc`` as it was at ``snapshot``, as an update from the empty document."""
+    return Doc.from_snapshot(snapshot, doc).get_update()
+
+
+def doc_from_state(state: bytes, exclude: bytes | None = None) -> Doc:
+    """A new editable document holding ``state``, with a client id of its own."""
+    doc = new_doc(exclude)
+    doc.apply_update(state)
+    return doc
+
+
+def compact_state(state: bytes) -> bytes:
+    """``state`` re-encoded without the content of deleted items (tombstones keep only their
+    ids), so that a checkpoint does not carry every deleted character forever."""
+    gc_doc: Doc = Doc(skip_gc=False)
+    gc_doc.apply_update(state)
+    return gc_doc.get_update()
