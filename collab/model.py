@@ -165,8 +165,11 @@ class PendingConflict:
             "conflictedFields": list(self.conflicted_fields),
             "originalValue": self.original_value,
             "incomingValue": self.incoming_value,
-            "author": {"userId": self.author.user_id, "name": self.author.name,
-                       "companyId": self.author.company_id},
+            "author": {
+                "userId": self.author.user_id,
+                "name": self.author.name,
+                "companyId": self.author.company_id,
+            },
             "at": self.at,
             "opId": self.op_id,
         }

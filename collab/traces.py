@@ -1,0 +1,119 @@
+"""Replaying real editing traces through the engine (tests and benchmarks).
+
+The traces are Joseph Gentle's public ``editing-traces`` (CC BY 4.0), read from where the
+project's shared data lives; they are never copied into the repository. Two shapes:
+
+- sequential (``automerge-paper``): ``{startContent, endContent, txns: [{patches}]}``;
+- concurrent (``friendsforever``): ``{endContent, numAgents, txns: [{parents, agent,
+  patches}]}`` where each transaction edits the state after its ``parents``.
+
+Patch positions are Unicode code points; pycrdt's ``Text`` wants UTF-8 byte offsets.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from pycrdt import Doc, Map, Text
+
+from collab import yjs
+
+#: Where the traces are looked for: ``$COLLAB_TRACES`` or ``../shared/data/editing-traces``
+#: beside the repository.
+TRACES_DIR = Path(
+    os.environ.get(
+        "COLLAB_TRACES",
+        Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "editing-traces",
+    )
+)
+
+
+def trace_path(name: str) -> Path:
+    return TRACES_DIR / f"{name}.json.gz"
+
+
+def load_trace(name: str) -> dict[str, Any]:
+    """Load ``<name>.json.gz``; ``FileNotFoundError`` if the shared data is absent."""
+    with gzip.open(trace_path(name), "rt", encoding="utf-8") as f:
+        data: dict[str, Any] = json.load(f)
+    return data
+
+
+def apply_patches(text: str, patches: list[list[Any]]) -> str:
+    """A sequential trace's patches applied to a plain string (the reference)."""
+    for pos, delete, insert in patches:
+        text = text[:pos] + insert + text[pos + delete :]
+    return text
+
+
+def edit_text(ytext: Text, patches: list[list[Any]]) -> None:
+    """Apply code-point patches to a ``Y.Text`` (inside the caller's transaction)."""
+    current = str(ytext)
+    for pos, delete, insert in patches:
+        lo = len(current[:pos].encode("utf-8"))
+        if delete:
+            hi = lo + len(current[pos : pos + delete].encode("utf-8"))
+            del ytext[lo:hi]
+        if insert:
+            ytext.insert(lo, insert)
+        current = current[:pos] + insert + current[pos + delete :]
+
+
+def sequential_texts(trace: dict[str, Any]) -> Iterator[str]:
+    """Every intermediate text of a sequential trace, keystroke by keystroke."""
+    text: str = trace.get("startContent", "")
+    for txn in trace["txns"]:
+        text = apply_patches(text, txn["patches"])
+        yield text
+
+
+SendUpdate = Callable[[bytes], Awaitable[Any]]
+
+
+async def replay_concurrent(
+    trace: dict[str, Any], initial_state: bytes, field: str, send: SendUpdate
+) -> list[bytes]:
+    """Replay a concurrent trace with one Yjs replica per agent.
+
+    Each agent's replica holds exactly the transactions its next transaction descends from
+    (its parents' causal history, brought in as the Yjs updates those transactions made),
+    edits the ``field`` text there, and sends its own update message through ``send`` — as a
+    real Yjs client editing offline and syncing would. Returns every transaction's update.
+    """
+    txns = trace["txns"]
+    agents: list[Doc] = []
+    for _ in range(trace["numAgents"]):
+        d: Doc = Doc()
+        d.apply_update(initial_state)
+        agents.append(d)
+    known: list[set[int]] = [set() for _ in agents]
+    updates: list[bytes] = []
+    for i, txn in enumerate(txns):
+        a = txn["agent"]
+        doc, seen = agents[a], known[a]
+        needed: list[int] = []
+        stack = [p for p in txn["parents"] if p not in seen]
+        while stack:
+            p = stack.pop()
+            if p in seen:
+                continue
+            seen.add(p)
+            needed.append(p)
+            stack.extend(q for q in txns[p]["parents"] if q not in seen)
+        for p in sorted(needed):
+            doc.apply_update(updates[p])
+        text = doc.get("data", type=Map)[field]
+        assert isinstance(text, Text)
+        sv = doc.get_state()
+        with doc.transaction():
+            edit_text(text, txn["patches"])
+        update = doc.get_update(sv)
+        updates.append(update)
+        seen.add(i)
+        await send(yjs.create_update_message(update))
+    return updates
