@@ -1,9 +1,14 @@
 """One document held live in memory: its CRDT, its JSON view and its retained history.
 
 A :class:`LiveDocument` is rebuilt from what a store returns (checkpoint + log) and advanced
-one applied entry at a time. It keeps a pycrdt ``Snapshot`` (state vector + delete set, tens of
-bytes) per retained version rather than a copy of the document, and rebuilds the document as
-it was at any retained version on demand, to diff against and fork from.
+one applied entry at a time. History is the checkpoint's state plus the Yjs update of every
+version since; the document as it was at any retained version is those updates merged
+(``pycrdt.merge_updates``, in Rust), from the nearest cached anchor state. Updates are what
+the store keeps anyway, so history costs no copy of the document per version.
+
+(pycrdt's ``Snapshot``/``Doc.from_snapshot`` looked like the natural tool, but it returns
+content past the snapshot when one client's consecutive insertions were squashed into one
+block, so it is not used.)
 
 It is not thread- or task-safe by itself: the engine holds the document's lock around every use.
 """
@@ -13,13 +18,17 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Any
 
-from pycrdt import Doc, Map, Snapshot
+from pycrdt import Doc, Map, merge_updates
 
 from collab import ydoc
 from collab.model import Checkpoint, DocumentMeta, LogEntry, PendingConflict, StoredDocument
 
 #: A field clock: (timestamp ms, tie-break key, version at which it was set).
 Clock = tuple[float, str, int]
+
+#: Full states are cached at versions that are multiples of this, so rebuilding any retained
+#: version merges at most this many updates onto a cached state.
+ANCHOR_EVERY = 32
 
 
 class LiveDocument:
@@ -31,13 +40,16 @@ class LiveDocument:
         self.meta = meta
         self.history_limit = history_limit
         self.opid_limit = opid_limit
-        self.doc: Doc = ydoc.doc_from_state(checkpoint.state)
-        self.root: Map = ydoc.root_of(self.doc)
+        self.doc: Doc[Any] = ydoc.doc_from_state(checkpoint.state)
+        self.root: Map[Any] = ydoc.root_of(self.doc)
         self.version = checkpoint.version
         self.checkpoint_version = checkpoint.version
         self.data: dict[str, Any] = ydoc.to_json(self.root)
-        self.snapshots: dict[int, Snapshot] = {self.version: Snapshot.from_doc(self.doc)}
-        self.floor = self.version
+        #: version → the update that produced it, for every version after the checkpoint.
+        self.updates: dict[int, bytes] = {}
+        #: version → full state (the checkpoint's, anchors, recently asked-for bases).
+        self._states: dict[int, bytes] = {self.version: checkpoint.state}
+        self._recent: OrderedDict[int, None] = OrderedDict()
         #: opId → version at which it was applied (bounded, oldest forgotten first).
         self.op_ids: OrderedDict[str, int] = OrderedDict(
             (k, int(v)) for k, v in checkpoint.meta.get("opIds", {}).items()
@@ -48,7 +60,6 @@ class LiveDocument:
         }
         self.conflicts: dict[str, PendingConflict] = {}
         self._json_cache: OrderedDict[int, dict[str, Any]] = OrderedDict()
-        self._state_cache: OrderedDict[int, bytes] = OrderedDict()
         #: Appends accepted by the store but not yet durable; the document is not evictable
         #: while any is pending.
         self.pending = 0
@@ -76,12 +87,17 @@ class LiveDocument:
         """Apply a stored entry (on load, or from another node)."""
         if entry.update:
             self.doc.apply_update(entry.update)
-        self.record(entry.version, entry.meta)
+        self.record(entry.version, entry.update, entry.meta)
 
-    def record(self, version: int, meta: dict[str, Any]) -> None:
-        """Book-keeping after the CRDT has moved to ``version``."""
+    @property
+    def floor(self) -> int:
+        """The oldest version a stale write may be based on."""
+        return max(self.checkpoint_version, self.version - self.history_limit)
+
+    def record(self, version: int, update: bytes, meta: dict[str, Any]) -> None:
+        """Book-keeping after the CRDT has moved to ``version`` by ``update``."""
         self.version = version
-        self.snapshots[version] = Snapshot.from_doc(self.doc)
+        self.updates[version] = update
         op_id = meta.get("opId")
         if op_id:
             self.op_ids[op_id] = version
@@ -89,23 +105,41 @@ class LiveDocument:
                 self.op_ids.popitem(last=False)
         for path, c in meta.get("clocks", {}).items():
             self.clocks[path] = (float(c[0]), str(c[1]), version)
-        new_floor = max(self.checkpoint_version, version - self.history_limit)
-        while self.floor < new_floor:
-            self.snapshots.pop(self.floor, None)
-            self._json_cache.pop(self.floor, None)
-            self._state_cache.pop(self.floor, None)
-            self.floor += 1
 
     def retained(self, version: int) -> bool:
         return self.floor <= version <= self.version
 
     def state_at(self, version: int) -> bytes:
         """The document at a retained version, as a Yjs update from the empty document."""
-        cached = self._state_cache.get(version)
-        if cached is None:
-            cached = ydoc.fork_state(self.doc, self.snapshots[version])
-            self._cache(self._state_cache, version, cached)
-        return cached
+        state = self._states.get(version)
+        if state is not None:
+            self._touch(version)
+            return state
+        anchor = max(v for v in self._states if v <= version)
+        a = (version // ANCHOR_EVERY) * ANCHOR_EVERY
+        if anchor < a:  # build (and keep) the anchor on the way
+            self._states[a] = merge_updates(
+                self._states[anchor], *(self.updates[v] for v in range(anchor + 1, a + 1))
+            )
+            anchor = a
+        if anchor == version:
+            return self._states[anchor]
+        state = merge_updates(
+            self._states[anchor], *(self.updates[v] for v in range(anchor + 1, version + 1))
+        )
+        self._states[version] = state
+        self._touch(version)
+        return state
+
+    def _touch(self, version: int) -> None:
+        """Keep only a few non-anchor states (the bases stale writes asked for lately)."""
+        if version % ANCHOR_EVERY == 0 or version == self.checkpoint_version:
+            return
+        self._recent[version] = None
+        self._recent.move_to_end(version)
+        while len(self._recent) > 8:
+            old, _ = self._recent.popitem(last=False)
+            self._states.pop(old, None)
 
     def json_at(self, version: int) -> dict[str, Any]:
         """The JSON view at a retained version (not to be mutated)."""
@@ -113,7 +147,8 @@ class LiveDocument:
             return self.data
         cached = self._json_cache.get(version)
         if cached is None:
-            view = Doc.from_snapshot(self.snapshots[version], self.doc)
+            view: Doc[Any] = Doc()
+            view.apply_update(self.state_at(version))
             cached = ydoc.to_json(ydoc.root_of(view))
             self._cache(self._json_cache, version, cached)
         return cached
@@ -138,5 +173,14 @@ class LiveDocument:
         op_ids = {k: ver for k, ver in self.op_ids.items() if ver <= v}
         return Checkpoint(version=v, state=state, meta={"clocks": clocks, "opIds": op_ids})
 
-    def checkpoint_written(self, version: int) -> None:
-        self.checkpoint_version = max(self.checkpoint_version, version)
+    def checkpoint_written(self, checkpoint: Checkpoint) -> None:
+        """Forget the history the store no longer keeps either."""
+        if checkpoint.version <= self.checkpoint_version:
+            return
+        self.checkpoint_version = checkpoint.version
+        self._states = {v: st for v, st in self._states.items() if v > checkpoint.version}
+        self._states[checkpoint.version] = checkpoint.state
+        for v in [v for v in self.updates if v <= checkpoint.version]:
+            del self.updates[v]
+        for v in [v for v in self._json_cache if v < checkpoint.version]:
+            del self._json_cache[v]

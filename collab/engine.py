@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from pycrdt import Snapshot
 
 from collab import strategies, ydoc, yjs
 from collab.document import LiveDocument
@@ -43,6 +42,7 @@ from collab.model import (
     LogEntry,
     Outcome,
     PendingConflict,
+    Status,
     Strategy,
     Write,
     doc_key,
@@ -111,14 +111,19 @@ class Engine:
     async def stop(self) -> None:
         if not self._started:
             return
+        await self.drain()
         self._started = False
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-        tails = [t for t in self._tails.values() if not t.done()]
-        if tails:
-            await asyncio.gather(*tails, return_exceptions=True)
         await self.store.stop()
         self._docs.clear()
+
+    async def drain(self) -> None:
+        """Wait until every accepted append is durable and background compaction is done."""
+        while True:
+            await asyncio.sleep(0)  # let done-callbacks of resolved appends run first
+            waits = [*self._tasks, *(t for t in self._tails.values() if not t.done())]
+            if not waits:
+                return
+            await asyncio.gather(*waits, return_exceptions=True)
 
     async def __aenter__(self) -> Engine:
         await self.start()
@@ -254,8 +259,8 @@ class Engine:
         original = live.data
         at = now_ms()
         if base == live.version:
-            landing = self._guarded(live, lambda: strategies.fast_path(live, incoming, clock))
-            status = "applied"
+            landing = self._guarded(live, strategies.fast_path, live, incoming, clock)
+            status: Status = "applied"
         else:
             if not live.retained(base):
                 raise CollabError(
@@ -268,7 +273,7 @@ class Engine:
                 if pending is not None:
                     return pending
             fn = strategies.lww if meta.strategy == "last-write-wins" else strategies.merge
-            landing = self._guarded(live, lambda: fn(live, base, incoming, clock))
+            landing = self._guarded(live, fn, live, base, incoming, clock)
             status = "merged"
         version = live.version + 1
         entry_meta = {
@@ -283,7 +288,7 @@ class Engine:
             "clocks": landing.clocks,
         }
         live.data = landing.data
-        live.record(version, entry_meta)
+        live.record(version, landing.update, entry_meta)
         fut = self._append(live, LogEntry(version, landing.update, entry_meta))
         stale = status == "merged"
         return Outcome(
@@ -395,10 +400,10 @@ class Engine:
                         f"no pending conflict {conflict_id!r} (unknown or resolved)",
                     )
                 value = validate_data(resolved_value, self.config.limits, live.meta.text_fields)
-                landing = self._guarded(live, lambda: strategies.fast_path(live, value, None))
+                landing = self._guarded(live, strategies.fast_path, live, value, None)
                 at = now_ms()
                 version = live.version + 1
-                entry_meta = {
+                entry_meta: dict[str, Any] = {
                     "opId": conflict.op_id,
                     "by": author.user_id,
                     "name": author.name,
@@ -411,7 +416,7 @@ class Engine:
                     "clocks": {},
                 }
                 live.data = landing.data
-                live.record(version, entry_meta)
+                live.record(version, landing.update, entry_meta)
                 del live.conflicts[conflict_id]
                 fut = self._append(
                     live, LogEntry(version, landing.update, entry_meta, resolves=conflict_id)
@@ -471,8 +476,8 @@ class Engine:
     def _apply_yjs(
         self, live: LiveDocument, update: bytes, author: Author
     ) -> tuple[Outcome, asyncio.Future[None]] | None:
-        before = Snapshot.from_doc(live.doc).encode()
         sv = live.doc.get_state()
+        before = (sv, live.doc.get_update(sv))
 
         def apply() -> dict[str, Any]:
             try:
@@ -482,12 +487,13 @@ class Engine:
             return validate_data(ydoc.to_json(live.root), self.config.limits, live.meta.text_fields)
 
         data = self._guarded(live, apply)
-        if Snapshot.from_doc(live.doc).encode() == before:
+        after_sv = live.doc.get_state()
+        if (after_sv, live.doc.get_update(after_sv)) == before:
             return None  # nothing new (already seen, or waiting for missing dependencies)
         applied = live.doc.get_update(sv)
         at = now_ms()
         version = live.version + 1
-        entry_meta = {
+        entry_meta: dict[str, Any] = {
             "opId": None,
             "by": author.user_id,
             "name": author.name,
@@ -499,7 +505,7 @@ class Engine:
             "clocks": {},
         }
         live.data = data
-        live.record(version, entry_meta)
+        live.record(version, applied, entry_meta)
         fut = self._append(live, LogEntry(version, applied, entry_meta))
         m = live.meta
         return Outcome(
@@ -527,7 +533,7 @@ class Engine:
             doc_id.encode("utf-8")
         except UnicodeEncodeError:
             raise invalid(f"{kind} id is not valid Unicode") from None
-        return doc_key(kind, doc_id)  # type: ignore[arg-type]
+        return doc_key(kind, doc_id)
 
     @staticmethod
     def _strategy(kind: Kind, strategy: Any) -> Strategy:
@@ -594,11 +600,11 @@ class Engine:
                 ErrorCode.FORBIDDEN, f"{live.meta.kind} {live.meta.id!r} belongs to another company"
             )
 
-    def _guarded(self, live: LiveDocument, fn: Any) -> Any:
+    def _guarded(self, live: LiveDocument, fn: Any, *args: Any) -> Any:
         """Run a mutation of the live document; if it fails half-way, forget the live copy
         (the store has none of it) so the next use rebuilds it."""
         try:
-            return fn()
+            return fn(*args)
         except Exception:
             self._evict(live)
             raise
@@ -633,8 +639,8 @@ class Engine:
         task.add_done_callback(self._tasks.discard)
 
     async def _compact(self, live: LiveDocument) -> None:
-        """Write a checkpoint at the history floor; the live copy is then rebuilt from it on
-        next use so deleted content before the floor is dropped from memory too."""
+        """Write a checkpoint at the history floor and drop the history before it, here and
+        in the store."""
         async with self._lock(live.key):
             if self._docs.get(live.key) is not live or not live.checkpoint_due():
                 return
@@ -644,9 +650,7 @@ class Engine:
             except Exception:
                 log.exception("compaction failed for %s", live.key)
                 return
-            live.checkpoint_written(cp.version)
-            if live.pending == 0:
-                self._evict(live)
+            live.checkpoint_written(cp)
 
     def _view(self, live: LiveDocument) -> DocumentView:
         return DocumentView(live.meta, live.version, live.data, tuple(live.conflicts.values()))

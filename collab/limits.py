@@ -54,7 +54,7 @@ def validate_data(
     if not isinstance(data, dict):
         raise invalid(f"data must be a JSON object, got {_type_name(data)}")
     counter = [0]
-    out = _walk(data, limits, 1, counter, "data")
+    out: dict[str, Any] = _walk(data, limits, 1, counter, "data")
     for name in text_fields:
         value = out.get(name)
         if value is None and name not in out:

@@ -114,9 +114,33 @@ def lww(
             taken.append(c.apply)
     landing = fast_path(live, result, None)
     landing.conflicted = [dotted(c.report) for c in found]
-    if clock is not None:
-        landing.clocks = {dotted(p): [clock[0], clock[1]] for p in taken}
+    landing.clocks = _clocks(clock, taken, _agreed(mine, theirs, found, wins))
     return landing
+
+
+def _agreed(
+    mine: dict[Path, Any],
+    theirs: dict[Path, Any],
+    found: list[Conflict],
+    wins: Callable[[Conflict], bool],
+) -> list[Path]:
+    """Paths both sides changed to the same value where the incoming write is the later one:
+    its clock must still move forward there, or a third write ordered between the two would
+    win in one arrival order and lose in another."""
+    reported = {c.report for c in found} | {c.apply for c in found}
+    return [
+        p
+        for p in mine
+        if p not in reported
+        and any(related(p, q) for q in theirs)
+        and wins(Conflict(report=p, apply=p))
+    ]
+
+
+def _clocks(clock: WriteClock | None, *groups: list[Path]) -> dict[str, list[Any]]:
+    if clock is None:
+        return {}
+    return {dotted(p): [clock[0], clock[1]] for g in groups for p in g}
 
 
 def merge(
@@ -151,14 +175,12 @@ def merge(
     if settled is not merged:
         with live.doc.transaction(origin="json"):
             ydoc.patch(live.root, merged, settled, tf)
-    clocks: dict[str, list[Any]] = {}
-    if clock is not None:
-        clocks = {
-            dotted(p): [clock[0], clock[1]] for p in mine if not any(related(p, q) for q in theirs)
-        }
-        for c in found:
-            if wins(c):
-                clocks[dotted(c.apply)] = [clock[0], clock[1]]
+    clocks = _clocks(
+        clock,
+        [p for p in mine if not any(related(p, q) for q in theirs)],
+        [c.apply for c in found if wins(c)],
+        _agreed(mine, theirs, found, wins),
+    )
     return Landing(
         update=live.doc.get_update(sv),
         data=settled,

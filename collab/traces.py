@@ -72,6 +72,8 @@ def sequential_texts(trace: dict[str, Any]) -> Iterator[str]:
         yield text
 
 
+AGENT_CLIENT_BASE = 1_000_000
+
 SendUpdate = Callable[[bytes], Awaitable[Any]]
 
 
@@ -86,9 +88,12 @@ async def replay_concurrent(
     real Yjs client editing offline and syncing would. Returns every transaction's update.
     """
     txns = trace["txns"]
-    agents: list[Doc] = []
-    for _ in range(trace["numAgents"]):
-        d: Doc = Doc()
+    agents: list[Doc[Any]] = []
+    for agent in range(trace["numAgents"]):
+        # Concurrent insertions at one position are ordered by client id; the trace's final
+        # text assumes agents ordered by number, so each agent gets its number as client id
+        # (offset to stay clear of the small ids a test might use).
+        d: Doc[Any] = Doc(client_id=AGENT_CLIENT_BASE + agent)
         d.apply_update(initial_state)
         agents.append(d)
     known: list[set[int]] = [set() for _ in agents]

@@ -18,7 +18,7 @@ from difflib import SequenceMatcher
 from typing import Any
 
 import orjson
-from pycrdt import Array, Decoder, Doc, Map, Snapshot, Text
+from pycrdt import Array, Decoder, Doc, Map, Text
 
 from collab.errors import invalid
 from collab.limits import MAX_SAFE_INTEGER
@@ -31,17 +31,17 @@ ROOT = "data"
 TEXT_DIFF_LIMIT = 20_000
 
 
-def new_doc(exclude: bytes | None = None) -> Doc:
-    """A fresh document that keeps deleted content (needed to rebuild past versions), with a
-    client id that does not already appear in the state vector ``exclude``."""
-    return Doc(skip_gc=True, client_id=fresh_client_id(exclude))
+def new_doc(exclude: bytes | None = None) -> Doc[Any]:
+    """A fresh document with a client id that does not already appear in the state vector
+    ``exclude``."""
+    return Doc(client_id=fresh_client_id(exclude))
 
 
 def fresh_client_id(state_vector: bytes | None) -> int:
     """A random 32-bit client id (what Yjs uses) not present in ``state_vector``.
 
-    Two writers sharing a client id corrupt the document; forks of a document made by
-    pycrdt's ``from_snapshot`` inherit its id, so every fork that will be edited gets a new one.
+    Two writers sharing a client id corrupt the document, so every fork that will be edited
+    gets a new one.
     """
     taken = clients_of(state_vector) if state_vector else set()
     while True:
@@ -61,8 +61,9 @@ def clients_of(state_vector: bytes) -> set[int]:
     return out
 
 
-def root_of(doc: Doc) -> Map:
-    return doc.get(ROOT, type=Map)
+def root_of(doc: Doc[Any]) -> Map[Any]:
+    root: Map[Any] = doc.get(ROOT, type=Map)
+    return root
 
 
 def create_state(data: dict[str, Any], text_fields: tuple[str, ...]) -> bytes:
@@ -86,7 +87,7 @@ def to_y(value: Any, is_text: bool = False) -> Any:
     return value
 
 
-def to_json(root: Map) -> dict[str, Any]:
+def to_json(root: Map[Any]) -> dict[str, Any]:
     """The JSON view of the ``data`` map; integral floats come back as ints.
 
     Raises ``invalid_payload`` for content JSON cannot hold (binary, sub-documents, XML),
@@ -95,7 +96,7 @@ def to_json(root: Map) -> dict[str, Any]:
     return _map_json(root)
 
 
-def _map_json(m: Map) -> dict[str, Any]:
+def _map_json(m: Map[Any]) -> dict[str, Any]:
     return {k: _value_json(v) for k, v in m.items()}
 
 
@@ -120,7 +121,7 @@ def _value_json(v: Any) -> Any:
 
 
 def patch(
-    root: Map, old: dict[str, Any], new: dict[str, Any], text_fields: tuple[str, ...]
+    root: Map[Any], old: dict[str, Any], new: dict[str, Any], text_fields: tuple[str, ...]
 ) -> None:
     """Apply to ``root`` (inside the caller's transaction) the operations turning ``old`` into
     ``new``. ``old`` must be the JSON view of ``root``."""
@@ -141,7 +142,7 @@ def patch(
         _patch_member(root, k, ov, nv)
 
 
-def _patch_member(container: Map | Array, key: Any, ov: Any, nv: Any) -> None:
+def _patch_member(container: Map[Any] | Array[Any], key: Any, ov: Any, nv: Any) -> None:
     cur = container[key]
     if type(ov) is dict and type(nv) is dict and isinstance(cur, Map):
         _patch_map(cur, ov, nv)
@@ -154,7 +155,7 @@ def _patch_member(container: Map | Array, key: Any, ov: Any, nv: Any) -> None:
         container.insert(key, to_y(nv))
 
 
-def _patch_map(m: Map, old: dict[str, Any], new: dict[str, Any]) -> None:
+def _patch_map(m: Map[Any], old: dict[str, Any], new: dict[str, Any]) -> None:
     for k in old.keys() - new.keys():
         del m[k]
     for k, nv in new.items():
@@ -164,7 +165,7 @@ def _patch_map(m: Map, old: dict[str, Any], new: dict[str, Any]) -> None:
             _patch_member(m, k, old[k], nv)
 
 
-def _patch_array(arr: Array, old: list[Any], new: list[Any]) -> None:
+def _patch_array(arr: Array[Any], old: list[Any], new: list[Any]) -> None:
     a = [_key(x) for x in old]
     b = [_key(x) for x in new]
     ops = SequenceMatcher(None, a, b, autojunk=False).get_opcodes()
@@ -249,12 +250,7 @@ def common_suffix(a: str, b: str, prefix: int) -> int:
     return lo
 
 
-def fork_state(doc: Doc, snapshot: Snapshot) -> bytes:
-    """The state of ``doc`` as it was at ``snapshot``, as an update from the empty document."""
-    return Doc.from_snapshot(snapshot, doc).get_update()
-
-
-def doc_from_state(state: bytes, exclude: bytes | None = None) -> Doc:
+def doc_from_state(state: bytes, exclude: bytes | None = None) -> Doc[Any]:
     """A new editable document holding ``state``, with a client id of its own."""
     doc = new_doc(exclude)
     doc.apply_update(state)
@@ -264,6 +260,6 @@ def doc_from_state(state: bytes, exclude: bytes | None = None) -> Doc:
 def compact_state(state: bytes) -> bytes:
     """``state`` re-encoded without the content of deleted items (tombstones keep only their
     ids), so that a checkpoint does not carry every deleted character forever."""
-    gc_doc: Doc = Doc(skip_gc=False)
+    gc_doc: Doc[Any] = Doc(skip_gc=False)
     gc_doc.apply_update(state)
     return gc_doc.get_update()
