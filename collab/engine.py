@@ -147,6 +147,8 @@ class Engine:
         """The document, created empty at version 0 (owned by ``company_id``, with the given
         or default strategy and text fields) if it does not exist yet."""
         key = self._key(kind, doc_id)
+        chosen = self._strategy(kind, strategy)  # refused even for an existing document
+        declared = validate_text_fields(text_fields, self.config.limits)
         async with self._lock(key):
             live = await self._load(key)
             if live is None:
@@ -154,8 +156,8 @@ class Engine:
                     id=doc_id,
                     kind=kind,
                     company_id=company_id,
-                    strategy=self._strategy(kind, strategy),
-                    text_fields=validate_text_fields(text_fields, self.config.limits),
+                    strategy=chosen,
+                    text_fields=declared,
                     created_by=author.user_id if author else "",
                 )
                 data = {f: "" for f in meta.text_fields}

@@ -1,0 +1,217 @@
+"""Gateway settings: one frozen dataclass, filled from command-line flags and ``COLLAB_*``
+environment variables.
+
+Every setting has a flag and a variable named after its field (``history_limit`` is
+``--history-limit`` and ``COLLAB_HISTORY_LIMIT``); a flag beats the variable, the variable beats
+the default. Both go through the same parser, so ``--port x`` and ``COLLAB_PORT=x`` fail with
+the same message. The table :data:`OPTIONS` is the single list of them (``--help`` is built from
+it, and ``gateway/README.md`` documents it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Serializer = Literal["json", "msgpack"]
+SERIALIZERS: tuple[Serializer, ...] = ("json", "msgpack")
+ENV_PREFIX = "COLLAB_"
+
+
+class SettingsError(ValueError):
+    """A setting that cannot be used; the message names the flag or variable."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything the gateway can be told. Defaults are the contract's (port 3001, an SQLite
+    file in the working directory, JSON serializer, same-origin CORS)."""
+
+    host: str = "0.0.0.0"
+    port: int = 3001
+    #: Document store URL (``collab.store.open_store``): ``memory://``, a ``.db`` path, ...
+    store: str = "collab.db"
+    #: Redis URL for multi-node fan-out (python-socketio ``AsyncRedisManager``); None = one node.
+    redis: str | None = None
+    jwt_secret: str | None = field(default=None, repr=False)
+    jwt_public_key_file: str | None = None
+    #: Accepted algorithms; empty = HS256 with a secret, RS256/ES256 (by key type) with a key.
+    jwt_algorithms: tuple[str, ...] = ()
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    #: Origins allowed cross-origin (``*`` for any); empty = same origin only.
+    cors_origins: tuple[str, ...] = ()
+    serializer: Serializer = "json"
+    log_file: str | None = None
+    log_level: str = "INFO"
+    #: Development mode: without a JWT secret, generate one and print a ready token.
+    dev: bool = False
+    #: This node's name in health reports; default the host name.
+    node: str = field(default_factory=socket.gethostname)
+    #: Versions kept for stale writes (``collab.engine.EngineConfig.history_limit``).
+    history_limit: int = 1000
+    #: Largest engine.io message or polling POST accepted, in bytes. Above the engine's 1 MiB
+    #: document limit, so an oversized document is answered ``payload_too_large`` instead of
+    #: the connection being dropped; polling base64-encodes binary attachments (+33%).
+    max_http_buffer_size: int = 4 * 1024 * 1024
+    #: Packets accepted in one polling payload (python-engineio's default of 16 is too low:
+    #: an event with a binary attachment counts as two). Process-wide in python-engineio.
+    max_polling_packets: int = 256
+    #: Minimum interval between two relayed ``user:typing`` of one user in one document.
+    typing_throttle_ms: int = 500
+    #: Window over which ``document:updated`` for Yjs writes is coalesced (0 = never).
+    sync_coalesce_ms: int = 50
+    ping_interval: float = 25.0
+    ping_timeout: float = 20.0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise SettingsError(f"port must be between 0 and 65535, not {self.port}")
+        if self.serializer not in SERIALIZERS:
+            raise SettingsError(f"serializer must be one of {', '.join(SERIALIZERS)}")
+        for name in ("history_limit", "max_http_buffer_size", "max_polling_packets"):
+            if getattr(self, name) < 1:
+                raise SettingsError(f"{name} must be at least 1")
+        for name in ("typing_throttle_ms", "sync_coalesce_ms"):
+            if getattr(self, name) < 0:
+                raise SettingsError(f"{name} must not be negative")
+        if self.ping_interval <= 0 or self.ping_timeout <= 0:
+            raise SettingsError("ping_interval and ping_timeout must be positive")
+
+    @property
+    def has_jwt_key(self) -> bool:
+        """Whether tokens can be verified at all (a secret or a public key is configured)."""
+        return bool(self.jwt_secret) or bool(self.jwt_public_key_file)
+
+
+# -- parsing ------------------------------------------------------------------------------
+
+
+def _int(raw: str) -> int:
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"expected an integer, got {raw!r}") from None
+
+
+def _float(raw: str) -> float:
+    try:
+        return float(raw)
+    except ValueError:
+        raise ValueError(f"expected a number, got {raw!r}") from None
+
+
+def _bool(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"expected true or false, got {raw!r}")
+
+
+def _optional(raw: str) -> str | None:
+    return raw or None
+
+
+def _csv(raw: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+def _serializer(raw: str) -> str:
+    if raw not in SERIALIZERS:
+        raise ValueError(f"expected one of {', '.join(SERIALIZERS)}, got {raw!r}")
+    return raw
+
+
+@dataclass(frozen=True, slots=True)
+class Option:
+    """One setting as the command line and the environment spell it."""
+
+    name: str
+    help: str
+    parse: Callable[[str], Any] = str
+    is_flag: bool = False
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.name.upper()
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("host", "interface to listen on"),
+    Option("port", "TCP port", _int),
+    Option("store", "document store: memory://, a .db path, sqlite:///abs.db, redis://..."),
+    Option("redis", "Redis URL for multi-node fan-out", _optional),
+    Option("jwt_secret", "HS256 shared secret", _optional),
+    Option("jwt_public_key_file", "PEM public key for RS256/ES256 tokens", _optional),
+    Option("jwt_algorithms", "comma-separated accepted JWT algorithms", _csv),
+    Option("jwt_issuer", "required iss claim", _optional),
+    Option("jwt_audience", "required aud claim", _optional),
+    Option("cors_origins", "comma-separated allowed origins (* for any)", _csv),
+    Option("serializer", "Socket.IO serializer: json or msgpack", _serializer),
+    Option("log_file", "also write JSON log lines to this file", _optional),
+    Option("log_level", "log level (DEBUG, INFO, WARNING, ...)"),
+    Option("dev", "development mode: generate a JWT secret and print a token", _bool, True),
+    Option("node", "this node's name in health reports"),
+    Option("history_limit", "versions kept for stale writes", _int),
+    Option("max_http_buffer_size", "largest message or polling request, bytes", _int),
+    Option("max_polling_packets", "packets accepted per polling request", _int),
+    Option("typing_throttle_ms", "min ms between relayed user:typing per user+document", _int),
+    Option("sync_coalesce_ms", "window coalescing document:updated of Yjs writes, ms", _int),
+    Option("ping_interval", "engine.io ping interval, seconds", _float),
+    Option("ping_timeout", "engine.io ping timeout, seconds", _float),
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add one flag per setting to ``parser`` (values are parsed by :func:`settings_from`)."""
+    defaults = Settings()
+    group = parser.add_argument_group("settings", "each flag is also a COLLAB_* variable")
+    for opt in OPTIONS:
+        default = getattr(defaults, opt.name)
+        hidden = opt.name in ("jwt_secret", "node") or default in (None, ())
+        shown = "" if hidden else f"; default {default!r}"
+        text = f"{opt.help} (env {opt.env}{shown})"
+        if opt.is_flag:
+            group.add_argument(
+                opt.flag, dest=opt.name, action="store_const", const="true", default=None, help=text
+            )
+        else:
+            group.add_argument(
+                opt.flag, dest=opt.name, default=None, metavar=opt.name.upper(), help=text
+            )
+
+
+def settings_from(args: argparse.Namespace, environ: Mapping[str, str]) -> Settings:
+    """Settings from parsed flags, then ``COLLAB_*`` variables, then defaults."""
+    values: dict[str, Any] = {}
+    for opt in OPTIONS:
+        raw = getattr(args, opt.name, None)
+        source = opt.flag
+        if raw is None:
+            raw, source = environ.get(opt.env), opt.env
+        if raw is None:
+            continue
+        try:
+            values[opt.name] = opt.parse(raw)
+        except ValueError as exc:
+            raise SettingsError(f"{source}: {exc}") from None
+    try:
+        return Settings(**values)
+    except SettingsError as exc:
+        raise SettingsError(f"invalid settings: {exc}") from None
+
+
+def parse_settings(argv: Sequence[str], environ: Mapping[str, str]) -> Settings:
+    """Settings from a full argument list (no subcommand) and an environment."""
+    parser = argparse.ArgumentParser(prog="collab-gateway")
+    add_arguments(parser)
+    return settings_from(parser.parse_args(list(argv)), environ)

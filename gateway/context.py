@@ -1,0 +1,121 @@
+"""The :class:`Gateway`: everything a handler or a route needs, in one object.
+
+Built by ``gateway.app.create_app``; started and stopped with the aiohttp application.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Coroutine
+from typing import Any
+
+from aiohttp import web
+from redis.asyncio import Redis
+
+from collab.engine import Engine
+from collab.errors import CollabError, ErrorCode
+from collab.model import Kind
+from collab.rooms import document_room
+from gateway.auth import TokenVerifier
+from gateway.broadcast import Broadcaster
+from gateway.config import Settings
+from gateway.metrics import Metrics
+from gateway.presence import Presence
+from gateway.publisher import LocalPublisher
+from gateway.sessions import Sessions
+from gateway.sio import GatewayServer
+from gateway.throttle import Throttle
+from gateway.wire import Call
+
+
+class Gateway:
+    """One gateway node: the engine, the Socket.IO server and the per-node state around
+    them."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        engine: Engine,
+        sio: GatewayServer,
+        verifier: TokenVerifier,
+        presence: Presence,
+        metrics: Metrics,
+    ) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.sio = sio
+        self.verifier = verifier
+        self.presence = presence
+        self.metrics = metrics
+        self.sessions = Sessions()
+        self.broadcaster = Broadcaster(self)
+        self.typing = Throttle(settings.typing_throttle_ms / 1000)
+        #: ERP events published in this process (``POST /api/events`` goes through it).
+        self.publisher = LocalPublisher(self)
+        self.started_at = time.monotonic()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._redis: Redis | None = None
+        self._stopped = False
+
+    async def start(self) -> None:
+        await self.engine.start()
+        self.started_at = time.monotonic()
+
+    async def close_connections(self) -> None:
+        """Disconnect every socket (on shutdown, so that no request is left hanging)."""
+        for sid in self.sessions.sids():
+            with contextlib.suppress(Exception):
+                await self.sio.disconnect(sid)
+
+    async def stop(self) -> None:
+        """Stop everything started with the app. Idempotent."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self.broadcaster.close()
+        for sid in self.sessions.sids():
+            self.sessions.pop(sid)
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.sio.shutdown()
+        listener = getattr(self.sio.manager, "thread", None)  # the Redis manager's listener
+        if isinstance(listener, asyncio.Task):
+            listener.cancel()
+            await asyncio.gather(listener, return_exceptions=True)
+        await self.engine.stop()
+        if self._redis is not None:
+            await self._redis.aclose()
+            self._redis = None
+
+    async def redis_health(self) -> dict[str, Any]:
+        """Ping the configured Redis (the URL is not repeated: it may hold a password)."""
+        if self._redis is None:
+            assert self.settings.redis, "no Redis configured"
+            self._redis = Redis.from_url(self.settings.redis)
+        await self._redis.ping()
+        return {"ok": True}
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """Run ``coro`` in the background, kept referenced and cancelled on stop."""
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def emit(self, event: str, data: Any, *, to: str, skip_sid: str | None = None) -> None:
+        """Emit a server event to a room or a socket (counted in the metrics)."""
+        self.metrics.sent.labels(event=event).inc()
+        await self.sio.emit(event, data, to=to, skip_sid=skip_sid)
+
+    def require_joined(self, call: Call, kind: Kind, doc_id: str) -> None:
+        """Refuse (``forbidden``) an event about a document the socket has not joined."""
+        if document_room(kind, doc_id) not in self.sio.rooms(call.sid):
+            raise CollabError(ErrorCode.FORBIDDEN, f"join {kind} {doc_id!r} first ({kind}:join)")
+
+
+#: Where the aiohttp application keeps its gateway (``request.app[GATEWAY]``).
+GATEWAY = web.AppKey("gateway", Gateway)
