@@ -2,7 +2,7 @@
 picks a backend from a URL so that configuration is one string.
 
 ``memory://`` is the single-process reference, a SQLite file the embedded durable default, and
-``redis://`` (not available yet) the multi-node one.
+``redis://`` the multi-node one.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ def open_store(url: str) -> Store:
     - ``sqlite:///abs/path.db`` (absolute), ``sqlite://relative.db`` (relative to the working
       directory), or a bare path ending in ``.db``, ``.sqlite`` or ``.sqlite3`` —
       :class:`SQLiteStore`;
-    - ``redis://`` / ``rediss://`` — the Redis store (not available yet).
+    - ``redis://`` / ``rediss://`` — :class:`collab.store.redis.RedisStore` (``?prefix=`` sets its key prefix).
 
     Anything else is a ``ValueError``. Messages never repeat the URL, which may hold a password.
     """
@@ -52,5 +52,10 @@ def open_store(url: str) -> Store:
 
 
 def _open_redis(url: str) -> Store:
-    """The one place the Redis backend plugs in (import it lazily: it pulls in a client)."""
-    raise ValueError("redis store not available yet")
+    """The one place the Redis backend plugs in (import it lazily: it pulls in a client).
+
+    A malformed URL is a ``ValueError`` that does not repeat it.
+    """
+    from collab.store.redis import RedisStore
+
+    return RedisStore(url)

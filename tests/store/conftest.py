@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
 import pytest_asyncio
 
 from collab.store import Store, open_store
+from tests.store import redis_server
 
 #: Backend name -> URL of a fresh, empty store under the test's temporary directory. The
 #: contract suite runs once per entry: adding a backend is one line here.
 BACKENDS: dict[str, Callable[[Path], str]] = {
     "memory": lambda tmp: "memory://",
     "sqlite": lambda tmp: f"sqlite://{tmp / 'collab.db'}",
+    "redis": lambda tmp: redis_server.shared_url(prefix=f"{tmp.name}:"),
 }
 
 StoreFactory = Callable[[], Store]
@@ -26,6 +28,13 @@ def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> StoreFactory:
     file, so a second store is the first one reopened."""
     url = BACKENDS[request.param](tmp_path)
     return lambda: open_store(url)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _shared_redis_server() -> Iterator[None]:
+    """Kill the redis-server the ``redis`` backend started on first use (if it did)."""
+    yield
+    redis_server.stop_shared()
 
 
 @pytest_asyncio.fixture

@@ -21,6 +21,7 @@ from collab.model import (
     StoredDocument,
 )
 from collab.store import MemoryStore, SQLiteStore, Store, open_store
+from collab.store.redis import RedisStore
 
 StoreFactory = Callable[[], Store]
 
@@ -97,7 +98,7 @@ async def test_not_started_raises(make_store: StoreFactory) -> None:
 
 async def test_async_with_starts_and_stops(make_store: StoreFactory) -> None:
     s = make_store()
-    assert isinstance(s, MemoryStore | SQLiteStore)
+    assert isinstance(s, MemoryStore | SQLiteStore | RedisStore)
     async with s as started:
         assert started is s
         key = await new_doc(s)
@@ -439,6 +440,8 @@ async def test_non_json_metadata_is_refused(store: Store) -> None:
         ("data/collab.db", SQLiteStore, "data/collab.db"),
         ("/var/lib/collab.sqlite", SQLiteStore, "/var/lib/collab.sqlite"),
         ("x.SQLITE3", SQLiteStore, "x.SQLITE3"),
+        ("redis://localhost:6379/0", RedisStore, None),
+        ("REDISS://:secret@host:6380", RedisStore, None),
     ],
 )
 def test_open_store(url: str, cls: type, path: str | None) -> None:
@@ -451,8 +454,8 @@ def test_open_store(url: str, cls: type, path: str | None) -> None:
 @pytest.mark.parametrize(
     ("url", "message"),
     [
-        ("redis://localhost:6379/0", "redis store not available yet"),
-        ("rediss://:secret@host", "redis store not available yet"),
+        ("redis://:secret@host:port/0", "invalid redis store URL"),
+        ("rediss://:secret@[host", "invalid redis store URL"),
         ("postgres://u:secret@host/db", "unknown store URL scheme 'postgres'"),
         ("collab.txt", "no scheme"),
         ("", "no scheme"),
