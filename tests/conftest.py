@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -31,3 +32,12 @@ def require_program(name: str) -> str:
             pytest.fail(message + " [COLLAB_REQUIRE_ALL=1]")
         pytest.skip(message)
     return path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stop_shared_redis() -> Iterator[None]:
+    """Kill the redis-server that store-backed tests started on first use, if any."""
+    yield
+    from tests.store import redis_server
+
+    redis_server.stop_shared()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -28,13 +28,6 @@ def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> StoreFactory:
     file, so a second store is the first one reopened."""
     url = BACKENDS[request.param](tmp_path)
     return lambda: open_store(url)
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _shared_redis_server() -> Iterator[None]:
-    """Kill the redis-server the ``redis`` backend started on first use (if it did)."""
-    yield
-    redis_server.stop_shared()
 
 
 @pytest_asyncio.fixture
