@@ -38,6 +38,9 @@ class LiveDocument:
         self, meta: DocumentMeta, checkpoint: Checkpoint, *, history_limit: int, opid_limit: int
     ) -> None:
         self.meta = meta
+        self.key = meta.key
+        #: A compaction is scheduled or running (at most one at a time).
+        self.compacting = False
         self.history_limit = history_limit
         self.opid_limit = opid_limit
         self.doc: Doc[Any] = ydoc.doc_from_state(checkpoint.state)
@@ -60,6 +63,8 @@ class LiveDocument:
         }
         self.conflicts: dict[str, PendingConflict] = {}
         self._json_cache: OrderedDict[int, dict[str, Any]] = OrderedDict()
+        #: author → (fork client id, version at which its last operations were merged).
+        self._fork_clients: OrderedDict[str, tuple[int, int]] = OrderedDict()
         #: Appends accepted by the store but not yet durable; the document is not evictable
         #: while any is pending.
         self.pending = 0
@@ -76,10 +81,6 @@ class LiveDocument:
         live.data = ydoc.to_json(live.root)
         live.conflicts = {c.conflict_id: c for c in stored.conflicts}
         return live
-
-    @property
-    def key(self) -> str:
-        return self.meta.key
 
     # -- history -------------------------------------------------------------------------
 
@@ -141,17 +142,41 @@ class LiveDocument:
             old, _ = self._recent.popitem(last=False)
             self._states.pop(old, None)
 
-    def json_at(self, version: int) -> dict[str, Any]:
-        """The JSON view at a retained version (not to be mutated)."""
+    def json_at(self, version: int, view: Doc[Any] | None = None) -> dict[str, Any]:
+        """The JSON view at a retained version (not to be mutated). ``view``, if given, is a
+        document already holding that version (saves rebuilding one)."""
         if version == self.version:
             return self.data
         cached = self._json_cache.get(version)
         if cached is None:
-            view: Doc[Any] = Doc()
-            view.apply_update(self.state_at(version))
+            if view is None:
+                view = Doc()
+                view.apply_update(self.state_at(version))
             cached = ydoc.to_json(ydoc.root_of(view))
             self._cache(self._json_cache, version, cached)
         return cached
+
+    def fork_client(self, author: str, base_version: int) -> int:
+        """The client id a stale write's fork edits as.
+
+        Each fork needs a client id whose operations all lie within the fork's base, or the
+        fork's new operations would reuse clocks already taken. An author's previous fork id
+        qualifies once the write's base includes the version its operations were merged at —
+        the usual case, since an author has seen its own write acknowledged. Reusing it keeps
+        the number of Yjs clients per document proportional to authors, not to stale writes
+        (each client fragments the document's blocks and grows its state vector).
+        """
+        known = self._fork_clients.get(author)
+        if known is not None and base_version >= known[1]:
+            return known[0]
+        return ydoc.fresh_client_id()
+
+    def fork_used(self, author: str, client_id: int, version: int) -> None:
+        """Record that ``author``'s fork operations were merged at ``version``."""
+        self._fork_clients[author] = (client_id, version)
+        self._fork_clients.move_to_end(author)
+        while len(self._fork_clients) > 256:
+            self._fork_clients.popitem(last=False)
 
     @staticmethod
     def _cache(cache: OrderedDict[int, Any], version: int, value: Any) -> None:

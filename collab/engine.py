@@ -274,8 +274,12 @@ class Engine:
                 pending = await self._manual(live, write, incoming, at)
                 if pending is not None:
                     return pending
-            fn = strategies.lww if meta.strategy == "last-write-wins" else strategies.merge
-            landing = self._guarded(live, fn, live, base, incoming, clock)
+            if meta.strategy == "last-write-wins":
+                landing = self._guarded(live, strategies.lww, live, base, incoming, clock)
+            else:
+                landing = self._guarded(
+                    live, strategies.merge, live, base, incoming, clock, write.author.user_id
+                )
             status = "merged"
         version = live.version + 1
         entry_meta = {
@@ -478,21 +482,10 @@ class Engine:
     def _apply_yjs(
         self, live: LiveDocument, update: bytes, author: Author
     ) -> tuple[Outcome, asyncio.Future[None]] | None:
-        sv = live.doc.get_state()
-        before = (sv, live.doc.get_update(sv))
-
-        def apply() -> dict[str, Any]:
-            try:
-                live.doc.apply_update(update)
-            except Exception:
-                raise invalid("malformed Yjs update") from None
-            return validate_data(ydoc.to_json(live.root), self.config.limits, live.meta.text_fields)
-
-        data = self._guarded(live, apply)
-        after_sv = live.doc.get_state()
-        if (after_sv, live.doc.get_update(after_sv)) == before:
+        data, applied = self._guarded(live, ydoc.apply_observed, live.root, update, live.data)
+        if applied is None:
             return None  # nothing new (already seen, or waiting for missing dependencies)
-        applied = live.doc.get_update(sv)
+        data = self._guarded(live, validate_data, data, self.config.limits, live.meta.text_fields)
         at = now_ms()
         version = live.version + 1
         entry_meta: dict[str, Any] = {
@@ -629,7 +622,8 @@ class Engine:
                 if not isinstance(exc, StoreConflict):
                     log.error("store append failed for %s v%s: %r", live.key, entry.version, exc)
                 self._evict(live)
-            elif live.checkpoint_due() and self._started:
+            elif not live.compacting and live.checkpoint_due() and self._started:
+                live.compacting = True
                 self._spawn(self._compact(live))
 
         fut.add_done_callback(done)
@@ -643,6 +637,12 @@ class Engine:
     async def _compact(self, live: LiveDocument) -> None:
         """Write a checkpoint at the history floor and drop the history before it, here and
         in the store."""
+        try:
+            await self._compact_locked(live)
+        finally:
+            live.compacting = False
+
+    async def _compact_locked(self, live: LiveDocument) -> None:
         async with self._lock(live.key):
             if self._docs.get(live.key) is not live or not live.checkpoint_due():
                 return

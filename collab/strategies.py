@@ -144,21 +144,26 @@ def _clocks(clock: WriteClock | None, *groups: list[Path]) -> dict[str, list[Any
 
 
 def merge(
-    live: LiveDocument, base_version: int, incoming: dict[str, Any], clock: WriteClock | None
+    live: LiveDocument,
+    base_version: int,
+    incoming: dict[str, Any],
+    clock: WriteClock | None,
+    author: str = "",
 ) -> Landing:
     """Stale write, merge: the incoming edit replayed as CRDT operations on a fork at its base
     and merged; then scalars changed on both sides settled by last-write-wins."""
-    base_json = live.json_at(base_version)
+    fork_client = live.fork_client(author, base_version)
+    fork = ydoc.doc_from_state(live.state_at(base_version), fork_client)
+    base_json = live.json_at(base_version, view=fork)
     theirs, mine, found = detect(live, base_json, incoming)
     tf = live.meta.text_fields
     current = live.data
     sv = live.doc.get_state()
-
-    fork = ydoc.doc_from_state(live.state_at(base_version), exclude=sv)
     fork_sv = fork.get_state()
     with fork.transaction(origin="fork"):
         ydoc.patch(ydoc.root_of(fork), base_json, incoming, tf)
     live.doc.apply_update(fork.get_update(fork_sv))
+    live.fork_used(author, fork_client, live.version + 1)
     merged = ydoc.to_json(live.root)
 
     wins = winner(live, base_version, clock)

@@ -18,7 +18,7 @@ from difflib import SequenceMatcher
 from typing import Any
 
 import orjson
-from pycrdt import Array, Decoder, Doc, Map, Text
+from pycrdt import Array, Doc, Map, Text, merge_updates
 
 from collab.errors import invalid
 from collab.limits import MAX_SAFE_INTEGER
@@ -31,34 +31,22 @@ ROOT = "data"
 TEXT_DIFF_LIMIT = 20_000
 
 
-def new_doc(exclude: bytes | None = None) -> Doc[Any]:
-    """A fresh document with a client id that does not already appear in the state vector
-    ``exclude``."""
-    return Doc(client_id=fresh_client_id(exclude))
+def new_doc(client_id: int | None = None) -> Doc[Any]:
+    """A fresh document with the given client id, or one of its own
+    (see :func:`fresh_client_id`)."""
+    return Doc(client_id=client_id or fresh_client_id())
 
 
-def fresh_client_id(state_vector: bytes | None) -> int:
-    """A random 32-bit client id (what Yjs uses) not present in ``state_vector``.
+def fresh_client_id() -> int:
+    """A random 52-bit client id, as pycrdt itself draws them.
 
-    Two writers sharing a client id corrupt the document, so every fork that will be edited
-    gets a new one.
+    Two writers sharing a client id corrupt a document, and every fork that will be edited
+    needs a new one. With 52 random bits the odds that a document holding even a million
+    client ids meets a duplicate on the next fork are about 2e-10, so the id is not checked
+    against the document's state vector (parsing it on every fork made stale merges slow
+    down as documents aged).
     """
-    taken = clients_of(state_vector) if state_vector else set()
-    while True:
-        cid = random.getrandbits(32)
-        if cid and cid not in taken:
-            return cid
-
-
-def clients_of(state_vector: bytes) -> set[int]:
-    """The client ids named in an encoded state vector."""
-    dec = Decoder(state_vector)
-    n = dec.read_var_uint()
-    out = set()
-    for _ in range(n):
-        out.add(dec.read_var_uint())
-        dec.read_var_uint()
-    return out
+    return random.getrandbits(52) or 1
 
 
 def root_of(doc: Doc[Any]) -> Map[Any]:
@@ -118,6 +106,48 @@ def _value_json(v: Any) -> Any:
     if isinstance(v, list):
         return [_value_json(x) for x in v]
     raise invalid(f"document holds a {type(v).__name__}, which has no JSON form")
+
+
+def apply_observed(
+    root: Map[Any], update: bytes, data: dict[str, Any]
+) -> tuple[dict[str, Any], bytes | None]:
+    """Apply a Yjs update from a client to ``root``'s document and return the new JSON view
+    and the update as integrated (``None`` if it changed nothing).
+
+    The document's transaction observer says whether anything changed and hands over exactly
+    what did; its deep observer names the top-level fields touched, so only those are
+    converted back to JSON (a keystroke in a 1,000-field document converts one field).
+    """
+    doc = root.doc
+    captured: list[bytes] = []
+    touched: set[str] = set()
+
+    def on_deep(events: list[Any]) -> None:
+        for event in events:
+            path = event.path
+            if path:
+                touched.add(str(path[0]))
+            else:
+                touched.update(str(k) for k in event.keys)
+
+    txn_sub = doc.observe(lambda event: captured.append(event.update))
+    deep_sub = root.observe_deep(on_deep)
+    try:
+        doc.apply_update(update)
+    except Exception:
+        raise invalid("malformed Yjs update") from None
+    finally:
+        doc.unobserve(txn_sub)
+        root.unobserve(deep_sub)
+    if not captured:
+        return data, None
+    out = dict(data)
+    for key in touched:
+        if key in root:
+            out[key] = _value_json(root[key])
+        else:
+            out.pop(key, None)
+    return out, captured[0] if len(captured) == 1 else merge_updates(*captured)
 
 
 def patch(
@@ -250,9 +280,10 @@ def common_suffix(a: str, b: str, prefix: int) -> int:
     return lo
 
 
-def doc_from_state(state: bytes, exclude: bytes | None = None) -> Doc[Any]:
-    """A new editable document holding ``state``, with a client id of its own."""
-    doc = new_doc(exclude)
+def doc_from_state(state: bytes, client_id: int | None = None) -> Doc[Any]:
+    """A new editable document holding ``state``, editing as ``client_id`` (which must have
+    no operation beyond those in ``state``) or as a client of its own."""
+    doc = new_doc(client_id)
     doc.apply_update(state)
     return doc
 

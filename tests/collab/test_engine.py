@@ -412,3 +412,37 @@ async def test_compaction_bounds_the_log(tmp_path) -> None:  # type: ignore[no-u
         assert view.data == {"t": text} and view.version == 40
         out = await e.write("document", "d", Write(36, {"t": "!" + texts[36]}, BOB), company_id=C)
         assert out.status == "merged" and out.data["t"] == "!" + text
+
+
+async def test_repeated_stale_merges_by_the_same_authors_stay_consistent(engine: Engine) -> None:
+    """Forks reuse an author's client id when its earlier operations are in the base; a Yjs
+    replica following every update must still converge, and every insertion survive once."""
+    await doc(engine, text_fields=["notes"], data={"notes": "0123456789"})
+    replica: Doc = Doc()
+    r = await engine.sync(
+        "document", "d", yjs.create_sync_step1_message(b"\x00"), ANN, company_id=C
+    )
+    assert r.reply is not None
+    replica.apply_update(yjs.parse(r.reply).payload)
+    texts = {1: "0123456789"}
+    version = 1
+    for i in range(60):
+        author = (ANN, BOB, EVE.__class__("u-cid", "Cid", C))[i % 3]
+        base = max(1, version - (i % 3))
+        text = texts[base]
+        outside = [
+            p for p in range(len(text) + 1) if text[:p].count("<") == text[:p].count(">")
+        ]  # not inside a marker
+        pos = outside[(i * 7) % len(outside)]
+        out = await engine.write(
+            "document",
+            "d",
+            Write(base, {"notes": text[:pos] + f"<{i}>" + text[pos:]}, author),
+            company_id=C,
+        )
+        replica.apply_update(out.update)
+        version = out.version
+        texts[version] = out.data["notes"]
+    final = (await engine.get("document", "d", company_id=C)).data
+    assert ydoc.to_json(replica.get("data", type=Map)) == final
+    assert all(final["notes"].count(f"<{i}>") == 1 for i in range(60))
