@@ -23,7 +23,8 @@ def open_store(url: str) -> Store:
     - ``sqlite:///abs/path.db`` (absolute), ``sqlite://relative.db`` (relative to the working
       directory), or a bare path ending in ``.db``, ``.sqlite`` or ``.sqlite3`` —
       :class:`SQLiteStore`;
-    - ``redis://`` / ``rediss://`` — :class:`collab.store.redis.RedisStore` (``?prefix=`` sets its key prefix).
+    - ``redis://`` / ``rediss://`` — :class:`collab.store.redis.RedisStore` (``?prefix=``
+      sets its key prefix).
 
     Anything else is a ``ValueError``. Messages never repeat the URL, which may hold a password.
     """
