@@ -150,7 +150,7 @@ class Engine:
         chosen = self._strategy(kind, strategy)  # refused even for an existing document
         declared = validate_text_fields(text_fields, self.config.limits)
         async with self._lock(key):
-            live = await self._load(key)
+            live = await self._load_fresh(key)
             if live is None:
                 meta = DocumentMeta(
                     id=doc_id,
@@ -177,7 +177,9 @@ class Engine:
         """The document; ``not_found`` if it does not exist, ``forbidden`` for another company."""
         key = self._key(kind, doc_id)
         async with self._lock(key):
-            live = await self._require(key)
+            live = await self._load_fresh(key)
+            if live is None:
+                raise CollabError(ErrorCode.NOT_FOUND, f"no {kind} {doc_id!r}; join it first")
             self._authorize(live, company_id)
             return self._view(live)
 
@@ -226,6 +228,7 @@ class Engine:
             try:
                 await fut
             except StoreConflict:
+                self._evict(live)  # now: the done-callback may not have run yet
                 continue
             return outcome
         raise CollabError(ErrorCode.INTERNAL, "the document is too contended; try again")
@@ -448,6 +451,7 @@ class Engine:
             try:
                 await fut
             except StoreConflict:
+                self._evict(live)  # now: the done-callback may not have run yet
                 continue
             return outcome
         raise CollabError(ErrorCode.INTERNAL, "the document is too contended; try again")
@@ -475,6 +479,7 @@ class Engine:
             try:
                 await fut
             except StoreConflict:
+                self._evict(live)  # now: the done-callback may not have run yet
                 continue
             return SyncResult(None, outcome)
         raise CollabError(ErrorCode.INTERNAL, "the document is too contended; try again")
@@ -570,6 +575,16 @@ class Engine:
                 stored, history_limit=self.config.history_limit, opid_limit=self.config.opid_limit
             )
         )
+
+    async def _load_fresh(self, key: str) -> LiveDocument | None:
+        """The live document, reloaded first if the store holds versions it lacks (another
+        node wrote): what a reader is given must not be older than what was acknowledged."""
+        live = self._docs.get(key)
+        if live is not None:
+            head = await self.store.head(key)
+            if head is not None and head > live.version:
+                self._evict(live)
+        return await self._load(key)
 
     async def _require(self, key: str) -> LiveDocument:
         live = await self._load(key)

@@ -48,8 +48,18 @@ class Store(Protocol):
         the stored head is not ``entry.version - 1`` (nothing is written then), and
         ``KeyError`` if the document does not exist. If ``entry.resolves`` names a pending
         conflict, that conflict is removed in the same atomic step.
+
+        **Poisoning.** Once an append for ``key`` has failed its compare-and-set, every later
+        append for ``key`` through this store object fails with ``StoreConflict`` too, until
+        ``load(key)`` is called. Appends are pipelined: the writes queued behind a refused
+        one were computed on top of it, and a bare version check could let one of them
+        through against a state that never existed. The engine reloads before retrying.
         """
         ...
+
+    async def head(self, key: str) -> int | None:
+        """The stored head version (every acknowledged append included), ``None`` if
+        absent: a cheap freshness check for a node's cached copy."""
 
     async def add_conflict(self, key: str, conflict: PendingConflict) -> None:
         """Durably keep a pending manual conflict (it does not move the version)."""

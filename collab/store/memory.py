@@ -84,6 +84,8 @@ class MemoryStore:
 
     def __init__(self) -> None:
         self._docs: dict[str, _Document] = {}
+        #: Keys whose last compare-and-set failed: appends refused until ``load`` (Protocol).
+        self._poisoned: set[str] = set()
         self._running = False
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -120,8 +122,15 @@ class MemoryStore:
     async def load(self, key: str) -> StoredDocument | None:
         """The stored document, or ``None`` if ``key`` was never created."""
         self._check_running()
+        self._poisoned.discard(key)
         doc = self._docs.get(key)
         return None if doc is None else doc.thaw()
+
+    async def head(self, key: str) -> int | None:
+        """The stored head version, ``None`` if absent."""
+        self._check_running()
+        doc = self._docs.get(key)
+        return None if doc is None else doc.head
 
     async def create(self, meta: DocumentMeta, checkpoint: Checkpoint) -> StoredDocument:
         """Create the document unless it exists; return what is stored either way."""
@@ -146,7 +155,8 @@ class MemoryStore:
         doc = self._docs.get(key)
         if doc is None:
             future.set_exception(KeyError(key))
-        elif entry.version != doc.head + 1:
+        elif key in self._poisoned or entry.version != doc.head + 1:
+            self._poisoned.add(key)
             future.set_exception(StoreConflict(key, entry.version - 1, doc.head))
         else:
             doc.entries.append(record)

@@ -143,6 +143,10 @@ class _Job:
     command: tuple[Any, ...]
     parse: Callable[[Any], Any]
     future: asyncio.Future[Any]
+    #: The document key of an append (poisoning, one append per key per pipeline).
+    append_key: str | None = None
+    #: The document key of a load (which lifts a poisoning).
+    load_key: str | None = None
 
 
 class RedisStore:
@@ -166,6 +170,8 @@ class RedisStore:
         self._client: Redis | None = None
         self._shas: dict[str, str] = {}
         self._queue: deque[_Job] = deque()
+        #: Keys whose last compare-and-set failed: appends refused until a load (Protocol).
+        self._poisoned: set[str] = set()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._accepting = False
@@ -228,7 +234,12 @@ class RedisStore:
 
     async def load(self, key: str) -> StoredDocument | None:
         """The stored document (one atomic snapshot), including every append queued before."""
-        return await self._script("load", key, (), _snapshot)
+        return await self._script("load", key, (), _snapshot, load_key=key)
+
+    async def head(self, key: str) -> int | None:
+        """The stored head version, ``None`` if absent."""
+        reply = await self._submit(("HGET", f"{self.prefix}{{{key}}}:doc", "head"), lambda r: r)
+        return None if reply is None else int(reply)
 
     async def create(self, meta: DocumentMeta, checkpoint: Checkpoint) -> StoredDocument:
         """Create the document unless it exists (atomically); return the stored one."""
@@ -254,7 +265,7 @@ class RedisStore:
         args: tuple[Any, ...] = (entry.version, packed)
         if entry.resolves is not None:
             args += (entry.resolves,)
-        return self._script("append", key, args, _status(key, entry.version))
+        return self._script("append", key, args, _status(key, entry.version), append_key=key)
 
     async def add_conflict(self, key: str, conflict: PendingConflict) -> None:
         """Keep ``conflict`` (replacing one with the same id); ``KeyError`` if no document."""
@@ -304,17 +315,31 @@ class RedisStore:
     # -- the queue and the writer ------------------------------------------------------------
 
     def _script(
-        self, name: str, key: str, args: tuple[Any, ...], parse: Callable[[Any], T], *extra: str
+        self,
+        name: str,
+        key: str,
+        args: tuple[Any, ...],
+        parse: Callable[[Any], T],
+        *extra: str,
+        append_key: str | None = None,
+        load_key: str | None = None,
     ) -> asyncio.Future[T]:
         p = f"{self.prefix}{{{key}}}:"
         keys = (p + "doc", p + "log", p + "conflicts", p + "order", *extra)
-        return self._submit(("EVALSHA", self._shas.get(name), len(keys), *keys, *args), parse)
+        command = ("EVALSHA", self._shas.get(name), len(keys), *keys, *args)
+        return self._submit(command, parse, append_key, load_key)
 
-    def _submit(self, command: tuple[Any, ...], parse: Callable[[Any], T]) -> asyncio.Future[T]:
+    def _submit(
+        self,
+        command: tuple[Any, ...],
+        parse: Callable[[Any], T],
+        append_key: str | None = None,
+        load_key: str | None = None,
+    ) -> asyncio.Future[T]:
         if not self._accepting or self._task is None or self._task.done():
             raise RuntimeError("RedisStore is not started")
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Job(command, parse, future))
+        self._queue.append(_Job(command, parse, future, append_key, load_key))
         self._wake.set()
         return future
 
@@ -325,8 +350,27 @@ class RedisStore:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            batch = [self._queue.popleft() for _ in range(min(MAX_BATCH, len(self._queue)))]
-            await self._run(batch)
+            await self._run(self._next_batch())
+
+    def _next_batch(self) -> list[_Job]:
+        """The next pipeline: queued jobs in order, at most one append per document (so a
+        refused append poisons the ones behind it before they are sent; see the Protocol)."""
+        batch: list[_Job] = []
+        appending: set[str] = set()
+        while self._queue and len(batch) < MAX_BATCH:
+            job = self._queue[0]
+            if job.append_key is not None:
+                if job.append_key in self._poisoned:
+                    self._queue.popleft()
+                    _settle(job, StoreConflict(job.append_key, -1, None))
+                    continue
+                if job.append_key in appending:
+                    break
+                appending.add(job.append_key)
+            elif job.load_key is not None:
+                self._poisoned.discard(job.load_key)
+            batch.append(self._queue.popleft())
+        return batch
 
     async def _run(self, batch: list[_Job], retry_noscript: bool = True) -> None:
         """One round trip for ``batch``; settle each future from its own reply."""
@@ -346,6 +390,8 @@ class RedisStore:
             if retry_noscript and isinstance(reply, NoScriptError):
                 again.append(job)  # Redis restarted and lost its script cache: not run
             else:
+                if job.append_key is not None and _is_conflict(reply):
+                    self._poisoned.add(job.append_key)
                 _settle(job, reply)
         if again:
             try:
@@ -360,6 +406,10 @@ class RedisStore:
 async def _load_scripts(client: Redis) -> None:
     for text in _SCRIPTS.values():
         await client.script_load(text)
+
+
+def _is_conflict(reply: Any) -> bool:
+    return isinstance(reply, list) and bool(reply) and reply[0] == b"conflict"
 
 
 def _settle(job: _Job, reply: Any) -> None:

@@ -106,6 +106,8 @@ class SQLiteStore:
         self._lock = threading.Lock()
         self._accepting = False
         self._error: BaseException | None = None
+        #: Keys whose last compare-and-set failed (writer thread only; see the Protocol).
+        self._poisoned: set[str] = set()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -163,7 +165,23 @@ class SQLiteStore:
 
     async def load(self, key: str) -> StoredDocument | None:
         """The stored document, including every append queued before this call."""
-        return await self._submit(lambda conn: _load(conn, key))
+
+        def run(conn: sqlite3.Connection) -> StoredDocument | None:
+            self._poisoned.discard(key)  # writer thread only
+            return _load(conn, key)
+
+        return await self._submit(run)
+
+    async def head(self, key: str) -> int | None:
+        """The stored head version, ``None`` if absent."""
+
+        def run(conn: sqlite3.Connection) -> int | None:
+            try:
+                return _head(conn, key)
+            except KeyError:
+                return None
+
+        return await self._submit(run)
 
     async def create(self, meta: DocumentMeta, checkpoint: Checkpoint) -> StoredDocument:
         """Insert the document unless the key exists; return the stored one either way."""
@@ -183,7 +201,18 @@ class SQLiteStore:
         """Queue ``entry`` (serialized now, so later mutation by the caller cannot leak in);
         the future resolves after the batch holding it is committed. See the Protocol."""
         row = (key, entry.version, bytes(entry.update), _dumps(entry.meta), entry.resolves)
-        return self._submit(lambda conn: _append(conn, row))
+
+        def run(conn: sqlite3.Connection) -> None:
+            # Runs on the writer thread, in call order: poisoning needs no lock.
+            if key in self._poisoned:
+                raise StoreConflict(key, entry.version - 1, None)
+            try:
+                _append(conn, row)
+            except StoreConflict:
+                self._poisoned.add(key)
+                raise
+
+        return self._submit(run)
 
     async def add_conflict(self, key: str, conflict: PendingConflict) -> None:
         """Keep ``conflict`` (replacing one with the same id); ``KeyError`` if no document."""

@@ -188,13 +188,34 @@ async def test_wrong_version_is_a_conflict_and_writes_nothing(store: Store) -> N
         with pytest.raises(StoreConflict) as info:
             await store.append(key, LogEntry(bad, b"bad", {"bad": True}))
         assert (info.value.doc_key, info.value.expected, info.value.actual) == (key, bad - 1, 1)
-    assert await store.load(key) == before
+        assert await store.load(key) == before  # a load lifts the poisoning (below)
+
+
+async def test_a_refused_append_poisons_the_ones_queued_behind_it(store: Store) -> None:
+    """Appends are pipelined: those queued behind a refused one were computed on top of it.
+    Their versions may follow the stored head, yet they must not be written."""
+    key = await new_doc(store)
+    await store.append(key, entry(1))
+    other = await store.create(meta("other"), cp(0))
+    refused = store.append(key, entry(3))  # the store's head is 1: refused
+    behind = store.append(key, entry(2))  # numerically next, but computed on top of v3
+    unrelated = store.append(other.meta.key, entry(1))
+    for fut in (refused, behind):
+        with pytest.raises(StoreConflict):
+            await fut
+    await unrelated  # other documents are not affected
+    assert await store.head(key) == 1
+    await store.load(key)  # the writer reloads before retrying: appends are accepted again
+    await store.append(key, entry(2))
+    assert await store.head(key) == 2
+    assert await store.head("document:nope") is None
 
 
 async def test_append_follows_the_checkpoint(store: Store) -> None:
     key = (await store.create(meta("d1"), cp(10))).meta.key
     with pytest.raises(StoreConflict):
         await store.append(key, entry(1))
+    await store.load(key)  # lifts the poisoning, as the engine's retry does
     await store.append(key, entry(11))
     assert await versions(store, key) == [11]
 
@@ -213,7 +234,7 @@ async def test_many_gathered_appends(store: Store) -> None:
         assert await versions(store, k) == list(range(1, 31))
 
 
-async def test_a_conflict_in_a_batch_fails_only_itself(store: Store) -> None:
+async def test_a_conflict_in_a_batch_fails_its_document_only(store: Store) -> None:
     key = await new_doc(store)
     other = await new_doc(store, "d2")
     futures = [
@@ -222,7 +243,7 @@ async def test_a_conflict_in_a_batch_fails_only_itself(store: Store) -> None:
         store.append(key, entry(2, who="late")),
         store.append("document:nope", entry(1)),
         store.append(other, entry(1)),
-        store.append(key, entry(3)),
+        store.append(key, entry(3)),  # behind a refused append of its document: poisoned
     ]
     results = await asyncio.gather(*futures, return_exceptions=True)
     assert [type(r) for r in results] == [
@@ -231,8 +252,10 @@ async def test_a_conflict_in_a_batch_fails_only_itself(store: Store) -> None:
         StoreConflict,
         KeyError,
         type(None),
-        type(None),
+        StoreConflict,
     ]
+    await store.load(key)
+    await store.append(key, entry(3))
     doc = await store.load(key)
     assert doc is not None
     assert doc.entries == (entry(1, who="first"), entry(2), entry(3))

@@ -66,6 +66,7 @@ async def test_reopening_the_file_gives_identical_state(db_path: Path) -> None:
         assert [await second.list_documents(c) for c in ("acme", "globex")] == listings
         with pytest.raises(StoreConflict):
             await second.append(keys[0], entry(7))
+        await second.load(keys[0])
         await second.append(keys[0], entry(8))
 
 
