@@ -7,13 +7,14 @@ from aiohttp import web
 
 from collab.engine import Engine, EngineConfig
 from collab.store import open_store
-from gateway import handlers, routes
+from gateway import fanout, handlers, routes
 from gateway.auth import TokenVerifier
 from gateway.config import Settings
 from gateway.context import GATEWAY, Gateway
+from gateway.limits import document_limits
 from gateway.metrics import Metrics
-from gateway.presence import MemoryPresence
-from gateway.routes import middleware
+from gateway.presence import MemoryPresence, Presence, RedisPresence, node_id
+from gateway.routes import demo, middleware
 from gateway.sio import make_server
 
 
@@ -25,13 +26,23 @@ def create_app(settings: Settings) -> web.Application:
     URL) at once, before anything is served.
     """
     verifier = TokenVerifier.from_settings(settings)
-    engine = Engine(open_store(settings.store), EngineConfig(history_limit=settings.history_limit))
+    engine = Engine(
+        open_store(settings.store),
+        EngineConfig(history_limit=settings.history_limit, limits=document_limits(settings)),
+    )
+    sio = make_server(settings)
+    presence: Presence = MemoryPresence()
+    if settings.redis:
+        # Several nodes: fan-out that never stalls local clients, presence counted across nodes.
+        fanout.install(sio, fanout.RedisFanout(settings.redis))
+        node = node_id(settings.node)
+        presence = RedisPresence(settings.redis, node=node, ttl=settings.presence_ttl)
     gw = Gateway(
         settings,
         engine=engine,
-        sio=make_server(settings),
+        sio=sio,
         verifier=verifier,
-        presence=MemoryPresence(),
+        presence=presence,
         metrics=Metrics(),
     )
     handlers.install(gw)
@@ -43,6 +54,8 @@ def create_app(settings: Settings) -> web.Application:
     app[GATEWAY] = gw
     gw.sio.attach(app)
     routes.install(app)
+    if settings.demo_enabled:
+        demo.install(app)  # the /demo page and its API (gateway.routes.demo)
 
     async def start(_: web.Application) -> None:
         await gw.start()

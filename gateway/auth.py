@@ -6,16 +6,21 @@ optional, ``iss``/``aud`` checked when configured. Every refusal is an
 :class:`AuthenticationFailed`, a python-socketio ``ConnectionRefusedError`` whose message is
 ``authentication failed: <reason>``: raised from the connect handler, that message is exactly
 what the client's ``connect_error`` shows. The HTTP routes answer 401 with the same text.
+
+The operator's :class:`DenyList` (revoked companies and users, ``--deny-file``) is checked by
+the same :meth:`TokenVerifier.verify`, after the signature: a valid token of a revoked
+company or user is refused ``authentication failed: revoked``, on sockets and HTTP alike.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import jwt
+import orjson
 import socketio.exceptions
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
@@ -47,6 +52,69 @@ class Identity:
     def display_name(self) -> str:
         """``name`` when the token has one, else the user id (``user:typing``'s userName)."""
         return self.name or self.user_id
+
+
+@dataclass(frozen=True, slots=True)
+class DenyList:
+    """Revoked companies and users, as the operator's deny file lists them::
+
+        {"companies": ["acme"], "users": ["u7", {"companyId": "globex", "userId": "u9"}]}
+
+    A user given as a string is revoked in every company; as ``{companyId, userId}`` in that
+    company only (user ids are scoped by company, ``collab.rooms.user_room``).
+    """
+
+    companies: frozenset[str] = field(default_factory=frozenset)
+    users: frozenset[str] = field(default_factory=frozenset)
+    company_users: frozenset[tuple[str, str]] = field(default_factory=frozenset)
+
+    def denies(self, identity: Identity) -> bool:
+        """Whether ``identity`` belongs to a revoked company or is a revoked user."""
+        return (
+            identity.company_id in self.companies
+            or identity.user_id in self.users
+            or (identity.company_id, identity.user_id) in self.company_users
+        )
+
+    @classmethod
+    def parse(cls, raw: object) -> DenyList:
+        """A deny list from its JSON value; ``ValueError`` naming what is wrong."""
+        if not isinstance(raw, dict):
+            raise ValueError("the deny file must hold a JSON object {companies: [], users: []}")
+        unknown = set(raw) - {"companies", "users"}
+        if unknown:
+            raise ValueError(f"unknown member(s) {', '.join(sorted(unknown))}")
+        companies = raw.get("companies", [])
+        users = raw.get("users", [])
+        if not isinstance(companies, list) or not all(isinstance(c, str) and c for c in companies):
+            raise ValueError("companies must be a list of non-empty company ids")
+        if not isinstance(users, list):
+            raise ValueError("users must be a list")
+        plain: set[str] = set()
+        scoped: set[tuple[str, str]] = set()
+        for user in users:
+            if isinstance(user, str) and user:
+                plain.add(user)
+            elif (
+                isinstance(user, dict)
+                and set(user) == {"companyId", "userId"}
+                and all(isinstance(v, str) and v for v in user.values())
+            ):
+                scoped.add((user["companyId"], user["userId"]))
+            else:
+                raise ValueError(f"users: {user!r} is neither a user id nor {{companyId, userId}}")
+        return cls(frozenset(companies), frozenset(plain), frozenset(scoped))
+
+    @classmethod
+    def load(cls, path: str) -> DenyList:
+        """Read and parse a deny file; ``OSError`` or ``ValueError`` when it cannot be used."""
+        with open(path, "rb") as fh:
+            text = fh.read()
+        try:
+            raw = orjson.loads(text)
+        except orjson.JSONDecodeError as exc:
+            raise ValueError(f"not JSON: {exc}") from None
+        return cls.parse(raw)
 
 
 class AuthenticationFailed(socketio.exceptions.ConnectionRefusedError):  # type: ignore[misc]
@@ -113,6 +181,8 @@ class TokenVerifier:
         self._public_key = public_key
         self.issuer = issuer
         self.audience = audience
+        #: Revoked companies and users (replaced as a whole when the deny file changes).
+        self.deny = DenyList()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TokenVerifier:
@@ -153,7 +223,10 @@ class TokenVerifier:
             )
         except jwt.PyJWTError as exc:
             raise _failure(exc) from None
-        return _identity(claims)
+        identity = _identity(claims)
+        if self.deny.denies(identity):
+            raise AuthenticationFailed("revoked", "revoked")
+        return identity
 
 
 def _identity(claims: Mapping[str, Any]) -> Identity:

@@ -1,18 +1,25 @@
-"""``collab-gateway``: serve the gateway, or mint a token to try it.
+"""``collab-gateway``: serve the gateway, mint a token to try it, or show a document's history.
 
 ::
 
     collab-gateway [serve] [--port 3001] [--store collab.db] [--jwt-secret S] ...
     collab-gateway token --sub U --company C [--name N] [--role R] [--ttl SECONDS]
+    collab-gateway history DOCUMENT [--kind resource] [--store collab.db] [--json] [--limit N]
 
 Every flag is also a ``COLLAB_*`` variable (``gateway.config``). Serving without a JWT secret
 or public key is refused unless ``--dev``, which generates a throwaway secret and prints a
-ready token.
+ready token. ``--dev`` also serves the demo page at ``/demo`` (``--no-demo`` to turn it off,
+``--demo`` to serve it without ``--dev``).
+
+``history`` reads the configured store directly (no gateway needed; with SQLite it may run
+beside a gateway using the same file: WAL lets both in).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
 import logging
 import os
 import secrets
@@ -20,6 +27,9 @@ import sys
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
 import jwt
 from aiohttp import web
@@ -44,6 +54,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     env = os.environ if environ is None else environ
     if args[:1] == ["token"]:
         return token(args[1:], env)
+    if args[:1] == ["history"]:
+        return history(args[1:], env)
     if args[:1] == ["serve"]:
         args = args[1:]
     return serve(args, env)
@@ -72,6 +84,15 @@ def serve(args: Sequence[str], env: Mapping[str, str]) -> int:
             return 2
         settings = replace(settings, jwt_secret=secrets.token_urlsafe(32))
         _print_dev_token(settings)
+    elif settings.dev and settings.demo_enabled and settings.jwt_secret:
+        print(
+            "collab-gateway: warning: --dev with a configured secret: the demo page's "
+            "POST /demo/token mints tokens signed with it for anyone who can reach this port",
+            file=sys.stderr,
+        )
+    if settings.demo_enabled:
+        host = "localhost" if settings.host in ("0.0.0.0", "::", "") else settings.host
+        print(f"demo page: http://{host}:{settings.port}/demo", flush=True)
     logs.configure(settings.log_level, settings.log_file)
     _warn_short_secret(settings)
     from gateway.app import create_app  # imported late: `token` needs none of the server
@@ -128,6 +149,129 @@ def token(args: Sequence[str], env: Mapping[str, str]) -> int:
         )
     )
     return 0
+
+
+def history(args: Sequence[str], env: Mapping[str, str]) -> int:
+    """Print a document's retained version history from the configured store."""
+    parser = argparse.ArgumentParser(
+        prog="collab-gateway history",
+        description="Print a document's version history (who wrote each version, when, how, "
+        "and what conflicted), read from the store directly.",
+    )
+    parser.add_argument("document", metavar="DOCUMENT", help="the document (or resource) id")
+    parser.add_argument(
+        "--kind", choices=("document", "resource"), default="document", help="default document"
+    )
+    parser.add_argument("--json", action="store_true", help="one JSON object per version")
+    parser.add_argument("--limit", type=int, metavar="N", help="only the last N versions")
+    parser.add_argument(
+        "--store",
+        metavar="STORE",
+        help="the store to read, as the gateway's --store (env COLLAB_STORE; default collab.db)",
+    )
+    settings, ns = _settings(parser, args, env)
+    from collab.store import SQLiteStore, open_store
+
+    try:
+        store = open_store(settings.store)
+        if isinstance(store, SQLiteStore) and not Path(store.path).is_file():
+            # opening it would create an empty database: say what is wrong instead
+            raise ValueError(f"no store file {store.path!r} (set --store or COLLAB_STORE)")
+        return asyncio.run(_history(store, ns.kind, ns.document, ns.json, ns.limit))
+    except (ValueError, RuntimeError, OSError) as exc:
+        print(f"collab-gateway history: {exc}", file=sys.stderr)
+        return 2
+
+
+async def _history(store: Any, kind: Any, doc_id: str, as_json: bool, limit: int | None) -> int:
+    from collab.engine import Engine
+    from collab.errors import CollabError
+    from collab.model import doc_key
+
+    async with Engine(store) as engine:
+        try:
+            meta, rows = await engine.history(kind, doc_id)
+        except CollabError as exc:
+            print(f"collab-gateway history: {exc.message}", file=sys.stderr)
+            return 1
+        stored = await engine.store.load(doc_key(kind, doc_id))
+    conflicts = list(stored.conflicts) if stored else []
+    floor = stored.checkpoint.version if stored else 0
+    if limit is not None and limit >= 0:
+        rows = rows[-limit:] if limit else []
+    if as_json:
+        for row in rows:
+            print(json.dumps({k: v for k, v in row.items() if k != "clocks"}, ensure_ascii=False))
+        return 0
+    print(_history_header(meta, floor, stored.version if stored else 0, len(rows)))
+    if rows:
+        print()
+        print(_table(rows))
+    if conflicts:
+        print()
+        print(f"pending conflicts ({len(conflicts)}):")
+        for c in conflicts:
+            who = _who(c.author.user_id, c.author.name)
+            fields = ", ".join(c.conflicted_fields) or "-"
+            print(f"  {c.conflict_id}  by {who} at {_when(c.at)}, from v{c.base_version}: {fields}")
+    return 0
+
+
+def _history_header(meta: Any, floor: int, version: int, shown: int) -> str:
+    fields = ", ".join(meta.text_fields) or "none"
+    lines = [
+        f"{meta.kind} {meta.id!r} of company {meta.company_id!r}: version {version}, "
+        f"strategy {meta.strategy}, text fields: {fields}",
+        f"created {_when(meta.created_at)} UTC by {meta.created_by or '?'}",
+    ]
+    if floor > 0:
+        lines.append(f"versions up to {floor} are compacted into a checkpoint (not listed)")
+    if version == 0:
+        lines.append("no versions written yet")
+    elif shown == 0:
+        lines.append("no versions to show")
+    return "\n".join(lines)
+
+
+_COLUMNS = ("version", "when (UTC)", "who", "via", "status", "base", "conflicted", "opId")
+
+
+def _table(rows: list[dict[str, Any]]) -> str:
+    cells = [
+        (
+            str(r.get("version", "")),
+            _when(r.get("at")),
+            _who(r.get("by"), r.get("name")),
+            str(r.get("via") or "-"),
+            str(r.get("status") or "-"),
+            str(r.get("base", "-")),
+            ", ".join(r.get("conflicted") or ()) or "-",
+            str(r.get("opId") or "-"),
+        )
+        for r in rows
+    ]
+    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(_COLUMNS)]
+    right = {0, 5}  # numbers
+
+    def line(values: Sequence[str]) -> str:
+        out = [
+            v.rjust(w) if i in right else v.ljust(w)
+            for i, (v, w) in enumerate(zip(values, widths, strict=True))
+        ]
+        return "  ".join(out).rstrip()
+
+    return "\n".join([line(_COLUMNS), line(["-" * w for w in widths]), *map(line, cells)])
+
+
+def _when(ms: Any) -> str:
+    if not isinstance(ms, int | float) or isinstance(ms, bool):
+        return "-"
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _who(user_id: Any, name: Any) -> str:
+    user_id = str(user_id or "?")
+    return f"{name} ({user_id})" if name and name != user_id else user_id
 
 
 def _print_dev_token(settings: Settings) -> None:

@@ -36,6 +36,9 @@ class Settings:
     store: str = "collab.db"
     #: Redis URL for multi-node fan-out (python-socketio ``AsyncRedisManager``); None = one node.
     redis: str | None = None
+    #: With ``redis``: seconds after which a silent node's users are announced offline (its
+    #: presence entries expire; each node refreshes its own every third of this).
+    presence_ttl: float = 30.0
     jwt_secret: str | None = field(default=None, repr=False)
     jwt_public_key_file: str | None = None
     #: Accepted algorithms; empty = HS256 with a secret, RS256/ES256 (by key type) with a key.
@@ -49,6 +52,8 @@ class Settings:
     log_level: str = "INFO"
     #: Development mode: without a JWT secret, generate one and print a ready token.
     dev: bool = False
+    #: Serve the demo page at ``/demo`` (``gateway.routes.demo``); None = on iff ``dev``.
+    demo: bool | None = None
     #: This node's name in health reports; default the host name.
     node: str = field(default_factory=socket.gethostname)
     #: Versions kept for stale writes (``collab.engine.EngineConfig.history_limit``).
@@ -66,6 +71,33 @@ class Settings:
     sync_coalesce_ms: int = 50
     ping_interval: float = 25.0
     ping_timeout: float = 20.0
+    #: Connection state recovery (``gateway.recovery``, docs/recovery.md): seconds a dropped
+    #: client's session and missed events are kept for it to recover; 0 turns it off.
+    recovery_window: float = 120.0
+    # -- limits (gateway/limits.py, SECURITY.md); 0 turns a rate or a cap off --
+    #: Nesting depth of a whole Socket.IO packet the JSON decoder accepts (the argument array
+    #: is level 1, the payload 2, a document's ``data`` 3); deeper: ``invalid_payload``.
+    max_json_depth: int = 64
+    #: The engine's document limits (``collab.limits.Limits``): UTF-8 JSON size, nesting depth
+    #: of ``data``, members + elements, characters in one string.
+    max_document_bytes: int = 1_048_576
+    max_document_depth: int = 32
+    max_document_fields: int = 10_000
+    max_string_length: int = 1_000_000
+    #: Client events per second per connection, and the burst allowed (token bucket).
+    event_rate: float = 50.0
+    event_burst: int = 200
+    #: Client events per second per user over all their connections to this node, and burst.
+    user_event_rate: float = 100.0
+    user_event_burst: int = 400
+    #: Sockets one user may hold on this node; more are refused at the handshake.
+    max_connections_per_user: int = 20
+    #: Documents and resources one connection may have joined at once.
+    max_rooms_per_connection: int = 200
+    #: Packets waiting to be sent to one socket; a socket with more is disconnected.
+    max_outgoing_packets: int = 1000
+    #: JSON file of revoked companies and users, re-read when it changes (``auth.DenyList``).
+    deny_file: str | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -80,6 +112,39 @@ class Settings:
                 raise SettingsError(f"{name} must not be negative")
         if self.ping_interval <= 0 or self.ping_timeout <= 0:
             raise SettingsError("ping_interval and ping_timeout must be positive")
+        if not 4 <= self.max_json_depth <= 512:
+            raise SettingsError("max_json_depth must be between 4 and 512")
+        for name in (
+            "max_document_bytes",
+            "max_document_depth",
+            "max_document_fields",
+            "max_string_length",
+        ):
+            if getattr(self, name) < 1:
+                raise SettingsError(f"{name} must be at least 1")
+        for name in (
+            "event_rate",
+            "event_burst",
+            "user_event_rate",
+            "user_event_burst",
+            "max_connections_per_user",
+            "max_rooms_per_connection",
+            "max_outgoing_packets",
+        ):
+            if getattr(self, name) < 0:
+                raise SettingsError(f"{name} must not be negative (0 turns it off)")
+        for rate, burst in (("event_rate", "event_burst"), ("user_event_rate", "user_event_burst")):
+            if getattr(self, rate) > 0 and getattr(self, burst) < 1:
+                raise SettingsError(f"{burst} must be at least 1 when {rate} is set")
+        if self.presence_ttl <= 0:
+            raise SettingsError("presence_ttl must be positive")
+        if self.recovery_window < 0:
+            raise SettingsError("recovery_window must not be negative (0 turns it off)")
+
+    @property
+    def demo_enabled(self) -> bool:
+        """Whether ``/demo`` is served: ``--demo``/``--no-demo`` when given, else ``dev``."""
+        return self.dev if self.demo is None else self.demo
 
     @property
     def has_jwt_key(self) -> bool:
@@ -135,6 +200,8 @@ class Option:
     help: str
     parse: Callable[[str], Any] = str
     is_flag: bool = False
+    #: A flag that also has a ``--no-`` form (setting it false).
+    negatable: bool = False
 
     @property
     def flag(self) -> str:
@@ -150,6 +217,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("port", "TCP port", _int),
     Option("store", "document store: memory://, a .db path, sqlite:///abs.db, redis://..."),
     Option("redis", "Redis URL for multi-node fan-out", _optional),
+    Option("presence_ttl", "seconds before a silent node's users go offline", _float),
     Option("jwt_secret", "HS256 shared secret", _optional),
     Option("jwt_public_key_file", "PEM public key for RS256/ES256 tokens", _optional),
     Option("jwt_algorithms", "comma-separated accepted JWT algorithms", _csv),
@@ -160,6 +228,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("log_file", "also write JSON log lines to this file", _optional),
     Option("log_level", "log level (DEBUG, INFO, WARNING, ...)"),
     Option("dev", "development mode: generate a JWT secret and print a token", _bool, True),
+    Option("demo", "serve the demo page at /demo (default: on with --dev)", _bool, True, True),
     Option("node", "this node's name in health reports"),
     Option("history_limit", "versions kept for stale writes", _int),
     Option("max_http_buffer_size", "largest message or polling request, bytes", _int),
@@ -168,6 +237,20 @@ OPTIONS: tuple[Option, ...] = (
     Option("sync_coalesce_ms", "window coalescing document:updated of Yjs writes, ms", _int),
     Option("ping_interval", "engine.io ping interval, seconds", _float),
     Option("ping_timeout", "engine.io ping timeout, seconds", _float),
+    Option("recovery_window", "connection state recovery window, seconds (0 = off)", _float),
+    Option("max_json_depth", "nesting depth of a Socket.IO packet's JSON", _int),
+    Option("max_document_bytes", "largest document, UTF-8 JSON bytes", _int),
+    Option("max_document_depth", "nesting depth of a document", _int),
+    Option("max_document_fields", "object members + list elements in a document", _int),
+    Option("max_string_length", "characters in one string of a document", _int),
+    Option("event_rate", "client events per second per connection (0 = off)", _float),
+    Option("event_burst", "burst of client events per connection", _int),
+    Option("user_event_rate", "client events per second per user on this node (0 = off)", _float),
+    Option("user_event_burst", "burst of client events per user", _int),
+    Option("max_connections_per_user", "sockets per user on this node (0 = no cap)", _int),
+    Option("max_rooms_per_connection", "documents joined per connection (0 = no cap)", _int),
+    Option("max_outgoing_packets", "packets queued per socket before it is cut (0 = off)", _int),
+    Option("deny_file", "JSON file of revoked companies and users (re-read on change)", _optional),
 )
 
 
@@ -184,6 +267,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             group.add_argument(
                 opt.flag, dest=opt.name, action="store_const", const="true", default=None, help=text
             )
+            if opt.negatable:
+                group.add_argument(
+                    "--no-" + opt.flag[2:],
+                    dest=opt.name,
+                    action="store_const",
+                    const="false",
+                    default=None,
+                    help=f"turn {opt.flag} off",
+                )
         else:
             group.add_argument(
                 opt.flag, dest=opt.name, default=None, metavar=opt.name.upper(), help=text

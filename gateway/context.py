@@ -17,13 +17,15 @@ from redis.asyncio import Redis
 from collab.engine import Engine
 from collab.errors import CollabError, ErrorCode
 from collab.model import Kind
-from collab.rooms import document_room
+from collab.rooms import company_room, document_room
 from gateway.auth import TokenVerifier
 from gateway.broadcast import Broadcaster
 from gateway.config import Settings
+from gateway.limits import Guard
 from gateway.metrics import Metrics
-from gateway.presence import Presence
+from gateway.presence import Presence, announce_changes, keep_alive, presence_event
 from gateway.publisher import LocalPublisher
+from gateway.recovery import Recovery
 from gateway.sessions import Sessions
 from gateway.sio import GatewayServer
 from gateway.throttle import Throttle
@@ -59,9 +61,20 @@ class Gateway:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._redis: Redis | None = None
         self._stopped = False
+        #: Rate limits, connection and room caps, outgoing bound, deny list (gateway.limits).
+        self.guard = Guard(self)
+        #: Connection state recovery: the emit path's log and offsets (gateway.recovery).
+        self.recovery = Recovery(self)
 
     async def start(self) -> None:
         await self.engine.start()
+        await self.recovery.start()
+        await self.presence.start()
+        start_fanout = getattr(self.sio.manager, "start", None)  # gateway.fanout.RedisFanout
+        if start_fanout is not None:
+            start_fanout()
+        self.spawn(keep_alive(self.presence, self.announce_presence))
+        self.guard.start()
         self.started_at = time.monotonic()
 
     async def close_connections(self) -> None:
@@ -82,11 +95,20 @@ class Gateway:
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        # Presence: forget what is left of this node's connections; say who went offline.
+        with contextlib.suppress(Exception):
+            await announce_changes(await self.presence.leave(), self.announce_presence)
+        with contextlib.suppress(Exception):
+            await self.presence.stop()
+        await self.recovery.stop()  # after the last emits; later ones go out unlogged
         await self.sio.shutdown()
         listener = getattr(self.sio.manager, "thread", None)  # the Redis manager's listener
         if isinstance(listener, asyncio.Task):
             listener.cancel()
             await asyncio.gather(listener, return_exceptions=True)
+        aclose = getattr(self.sio.manager, "aclose", None)  # gateway.fanout.RedisFanout
+        if aclose is not None:
+            await aclose()
         await self.engine.stop()
         if self._redis is not None:
             await self._redis.aclose()
@@ -100,6 +122,12 @@ class Gateway:
         await self._redis.ping()
         return {"ok": True}
 
+    async def announce_presence(self, company_id: str, user_id: str, online: bool) -> None:
+        """``user:online`` / ``user:offline`` to the company room, for presence changes found
+        by a heartbeat (a dead node's users, a node registering again)."""
+        event, payload = presence_event(user_id, online)
+        await self.emit(event, payload, to=company_room(company_id))
+
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         """Run ``coro`` in the background, kept referenced and cancelled on stop."""
         task = asyncio.ensure_future(coro)
@@ -107,9 +135,12 @@ class Gateway:
         task.add_done_callback(self._tasks.discard)
 
     async def emit(self, event: str, data: Any, *, to: str, skip_sid: str | None = None) -> None:
-        """Emit a server event to a room or a socket (counted in the metrics)."""
+        """Emit a server event to a room or a socket (counted in the metrics): the one emit
+        path. With connection state recovery on, the event is logged and carries its offset
+        to the clients that opted in (``gateway.recovery``); returns once this node has
+        delivered it, so an ack sent afterwards follows it."""
         self.metrics.sent.labels(event=event).inc()
-        await self.sio.emit(event, data, to=to, skip_sid=skip_sid)
+        await self.recovery.emit(event, data, to=to, skip_sid=skip_sid)
 
     def require_joined(self, call: Call, kind: Kind, doc_id: str) -> None:
         """Refuse (``forbidden``) an event about a document the socket has not joined."""

@@ -7,17 +7,26 @@ python-socketio knows that (the packet's ack id) but does not tell handlers, so
 :class:`GatewayServer` overrides the one method that runs a handler with the id at hand and
 puts it into :data:`gateway.wire.ACK_REQUESTED`. Each event runs in its own task, so the value
 never leaks from one event to another.
+
+Connection state recovery (``gateway.recovery``) plugs in through :class:`ServerHooks`: the
+server reports the CONNECT auth, the reply, rooms entered and left, why a socket went away,
+and lets the hooks see (and rewrite or hold back) every outgoing event packet.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from contextvars import ContextVar
+from typing import Any, Protocol
 
 import engineio.payload
 import socketio
+from engineio import packet as eio_packet
+from socketio import packet as sio_packet
 
 from gateway.config import Settings
-from gateway.wire import ACK_REQUESTED
+from gateway.jsoncodec import JsonCodec
+from gateway.limits import BoundedEngineIO
+from gateway.wire import ACK_REQUESTED, MALFORMED_EVENT
 
 if not hasattr(socketio.AsyncServer, "_handle_event_internal"):  # pragma: no cover
     raise ImportError(
@@ -26,14 +35,145 @@ if not hasattr(socketio.AsyncServer, "_handle_event_internal"):  # pragma: no co
     )
 
 
+#: Why a socket went away (python-engineio's reasons), when its session may be recovered: the
+#: transport dropped. ``client disconnect`` counts when the engine.io connection was closed
+#: (a polling client's ``engine.close()``), not for a Socket.IO DISCONNECT packet
+#: (``socket.disconnect()``), which python-socketio reports with the same words.
+RECOVERABLE_REASONS = frozenset(
+    {
+        socketio.AsyncServer.reason.TRANSPORT_CLOSE,
+        socketio.AsyncServer.reason.TRANSPORT_ERROR,
+        socketio.AsyncServer.reason.PING_TIMEOUT,
+        socketio.AsyncServer.reason.CLIENT_DISCONNECT,
+    }
+)
+
+#: Set while the engine.io connection itself is closing (as opposed to one namespace).
+_ENGINE_CLOSING: ContextVar[bool] = ContextVar("engine_closing", default=False)
+
+
+class ServerHooks(Protocol):
+    """What :class:`GatewayServer` tells connection state recovery (``gateway.recovery``),
+    default namespace only."""
+
+    def connecting(self, eio_sid: str, auth: Any) -> None:
+        """A CONNECT arrived with ``auth`` (before the connect handler runs)."""
+
+    async def connected(self, eio_sid: str, sid: str | None) -> None:
+        """The CONNECT was answered (accepted or refused)."""
+
+    def connect_reply(self, sid: str) -> dict[str, Any]:
+        """Members added to the CONNECT reply ``{sid}`` (``pid``)."""
+        ...
+
+    def disconnecting(self, sid: str, recoverable: bool) -> None:
+        """``sid`` goes away (its disconnect handler runs next); ``recoverable``: the
+        transport dropped, nobody disconnected on purpose."""
+
+    def room_changed(self, sid: str, room: str, entered: bool) -> None:
+        """``sid`` entered or left ``room``."""
+
+    def outgoing(self, eio_sid: str, pkt: eio_packet.Packet) -> eio_packet.Packet | None:
+        """A packet about to go to a socket: the one to send instead, or None to hold it."""
+        ...
+
+
 class GatewayServer(socketio.AsyncServer):  # type: ignore[misc]
-    """An ``AsyncServer`` that records, per event, whether the client asked for an ack."""
+    """An ``AsyncServer`` that records, per event, whether the client asked for an ack, and
+    reports to :attr:`hooks` (connection state recovery) when set."""
+
+    hooks: ServerHooks | None = None
+
+    async def _handle_connect(self, eio_sid: str, namespace: str | None, data: Any) -> None:
+        hooks = self.hooks
+        if hooks is None or (namespace or "/") != "/":
+            await super()._handle_connect(eio_sid, namespace, data)
+            return
+        hooks.connecting(eio_sid, data)
+        try:
+            await super()._handle_connect(eio_sid, namespace, data)
+        finally:
+            await hooks.connected(eio_sid, self.manager.sid_from_eio_sid(eio_sid, "/"))
+
+    async def _send_packet(self, eio_sid: str, pkt: Any) -> None:
+        hooks = self.hooks
+        if (
+            hooks is not None
+            and pkt.packet_type == sio_packet.CONNECT
+            and isinstance(pkt.data, dict)
+            and "sid" in pkt.data
+            and (pkt.namespace or "/") == "/"
+        ):
+            pkt.data = {**pkt.data, **hooks.connect_reply(pkt.data["sid"])}
+        await super()._send_packet(eio_sid, pkt)
+
+    async def _send_eio_packet(self, eio_sid: str, eio_pkt: Any) -> None:
+        # Every event to a room or a socket passes here (python-socketio's managers).
+        hooks = self.hooks
+        if hooks is not None:
+            eio_pkt = hooks.outgoing(eio_sid, eio_pkt)
+            if eio_pkt is None:
+                return
+        await super()._send_eio_packet(eio_sid, eio_pkt)
+
+    async def send_unhooked(self, eio_sid: str, eio_pkt: Any) -> None:
+        """Send an engine.io packet to a socket, past the hooks (a recovery replay)."""
+        await super()._send_eio_packet(eio_sid, eio_pkt)
+
+    async def _handle_eio_disconnect(self, eio_sid: str, reason: Any) -> None:
+        token = _ENGINE_CLOSING.set(True)
+        try:
+            await super()._handle_eio_disconnect(eio_sid, reason)
+        finally:
+            _ENGINE_CLOSING.reset(token)
+
+    async def _handle_disconnect(
+        self, eio_sid: str, namespace: str | None, reason: Any = None
+    ) -> None:
+        hooks = self.hooks
+        if hooks is not None and (namespace or "/") == "/":
+            sid = self.manager.sid_from_eio_sid(eio_sid, "/")
+            if sid is not None:
+                recoverable = _ENGINE_CLOSING.get() and reason in RECOVERABLE_REASONS
+                hooks.disconnecting(sid, recoverable)
+        await super()._handle_disconnect(eio_sid, namespace, reason)
+
+    async def enter_room(self, sid: str, room: str, namespace: str | None = None) -> None:
+        await super().enter_room(sid, room, namespace)
+        if self.hooks is not None and (namespace or "/") == "/":
+            self.hooks.room_changed(sid, room, True)
+
+    async def leave_room(self, sid: str, room: str, namespace: str | None = None) -> None:
+        await super().leave_room(sid, room, namespace)
+        if self.hooks is not None and (namespace or "/") == "/":
+            self.hooks.room_changed(sid, room, False)
 
     async def _handle_event_internal(
         self, server: Any, sid: str, eio_sid: str, data: Any, namespace: str, id: int | None
     ) -> Any:
         ACK_REQUESTED.set(id is not None)
         return await super()._handle_event_internal(server, sid, eio_sid, data, namespace, id)
+
+    async def _handle_event(
+        self, eio_sid: str, namespace: str | None, id: int | None, data: Any
+    ) -> Any:
+        # A packet that names no event (not an array starting with a string: python-socketio
+        # would fail on it and drop it, ack unanswered) or names a lifecycle event (which
+        # python-socketio would run: a client emitting "disconnect" would drop its own session
+        # while staying connected) goes to the catch-all as MALFORMED_EVENT, answered
+        # invalid_payload.
+        if (
+            not isinstance(data, list)
+            or not data
+            or not isinstance(data[0], str)
+            or data[0] in self.reserved_events
+        ):
+            data = [MALFORMED_EVENT, data]
+        return await super()._handle_event(eio_sid, namespace, id, data)
+
+    def _engineio_server_class(self) -> Any:
+        # python-engineio with a bound on each socket's outgoing queue (gateway.limits).
+        return BoundedEngineIO
 
 
 def cors_origins(settings: Settings) -> str | list[str] | None:
@@ -61,6 +201,8 @@ def make_server(settings: Settings) -> GatewayServer:
         async_mode="aiohttp",
         client_manager=client_manager,
         serializer="msgpack" if settings.serializer == "msgpack" else "default",
+        # Depth-limited decoding (gateway.jsoncodec); process-wide in python-socketio.
+        json=JsonCodec(settings.max_json_depth),
         cors_allowed_origins=cors_origins(settings),
         max_http_buffer_size=settings.max_http_buffer_size,
         ping_interval=settings.ping_interval,

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from collab.errors import CollabError, ErrorCode, invalid
 from gateway.auth import Identity
+from gateway.jsoncodec import Oversized
 
 if TYPE_CHECKING:
     from gateway.context import Gateway
@@ -38,6 +39,13 @@ log = logging.getLogger("gateway.wire")
 
 #: Whether the event being handled carries an ack id (the client passed a callback).
 ACK_REQUESTED: ContextVar[bool] = ContextVar("ack_requested", default=False)
+
+#: The event name ``gateway.sio.GatewayServer`` gives a packet that names no event (its first
+#: member is not a string) or a lifecycle event (``connect``, ``disconnect``): such packets
+#: reach :func:`dispatch`'s catch-all and are answered ``invalid_payload``.
+MALFORMED_EVENT = ""
+#: Characters of an event name repeated in an answer (an unknown name may be megabytes).
+SHOWN_NAME = 256
 
 Ack = dict[str, Any]
 P = TypeVar("P")
@@ -103,11 +111,24 @@ def json_type(value: object) -> str:
         return "array"
     if isinstance(value, Mapping):
         return "object"
+    if isinstance(value, Oversized):
+        return f"a value that {value.reason}"
     return type(value).__name__
 
 
 def _is_str(v: object) -> bool:
     return isinstance(v, str) and v != ""
+
+
+def is_unicode(s: str) -> bool:
+    """Whether ``s`` is valid Unicode text (no lone surrogate: JSON escapes can spell one)."""
+    if s.isascii():
+        return True
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _is_int(v: object) -> bool:
@@ -170,8 +191,12 @@ def parse_payload(cls: type[P], raw: object) -> P:
     """``raw`` as an instance of the schema ``cls``, or ``invalid_payload`` naming the field.
 
     Members the schema does not name are ignored (identity fields such as ``userId`` among
-    them: identity comes from the token); ``null`` counts as absent.
+    them: identity comes from the token); ``null`` counts as absent. Arguments the JSON
+    decoder refused (``gateway.jsoncodec.Oversized``: nested too deep, a number too long)
+    are refused here.
     """
+    if isinstance(raw, Oversized):
+        raise invalid(f"payload {raw.reason}")
     if not isinstance(raw, Mapping):
         raise invalid(f"payload must be an object, got {json_type(raw)}")
     values: dict[str, Any] = {}
@@ -184,6 +209,8 @@ def parse_payload(cls: type[P], raw: object) -> P:
         if not any(_CHECKS[kind][1](value) for kind in f.types):
             wanted = " or ".join(_CHECKS[kind][0] for kind in f.types)
             raise invalid(f"{f.name} must be {wanted}, got {json_type(value)}", field=f.name)
+        if isinstance(value, str) and not is_unicode(value):
+            raise invalid(f"{f.name} is not valid Unicode (lone surrogate)", field=f.name)
         values[f.attr] = bytes(value) if isinstance(value, bytearray) else value
     return cls(**values)
 
@@ -233,7 +260,9 @@ async def dispatch(
     """Run one client event through ``handler`` (``None``: an unknown event) and answer it.
 
     Events of one socket run one at a time, in arrival order (a join is complete before the
-    update that follows it); different sockets run concurrently.
+    update that follows it); different sockets run concurrently. The event rates of the
+    connection and of its user are checked first (``gateway.limits.Guard.check_rate``): a
+    refused event is answered ``rate_limited`` at once, without waiting for the socket's turn.
     """
     acked = ACK_REQUESTED.get()
     call_started = time.perf_counter()
@@ -242,16 +271,22 @@ async def dispatch(
         session = gw.sessions.get(sid)
         if session is None:
             raise CollabError(ErrorCode.UNAUTHENTICATED, "this socket is not authenticated")
+        gw.guard.check_rate(session.identity, sid)
         async with session.lock:
             if handler is None:
-                raise invalid(f"unknown event {event!r}")
+                if event == MALFORMED_EVENT:
+                    raise invalid(
+                        "malformed event: the first argument must be an event name "
+                        "(a string other than connect or disconnect)"
+                    )
+                raise invalid(f"unknown event {event[:SHOWN_NAME]!r}")
             payload = parse_payload(handler.schema, args[0] if args else None)
             call = Call(sid, session.identity, event, acked, call_started)
             result = await handler.fn(gw, call, payload)
     except Exception as exc:
-        error = to_wire_error(exc, context=event)
+        error = to_wire_error(exc, context=event[:SHOWN_NAME])
         if acked:
             return {"ok": False, "error": error}
-        await gw.emit("error", {**error, "event": event}, to=sid)
+        await gw.emit("error", {**error, "event": event[:SHOWN_NAME]}, to=sid)
         return None
     return {"ok": True, **result} if acked else None

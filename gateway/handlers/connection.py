@@ -35,12 +35,15 @@ async def connect(gw: Gateway, sid: str, environ: dict[str, Any], auth: Any) -> 
             remote=environ.get("REMOTE_ADDR"),
         )
         raise
+    # Connections per user: connect_error "too many connections: ..." (gateway.limits).
+    gw.guard.admit(identity, sid)
     try:
         await _accept(gw, sid, identity)
     except Exception:
         # python-socketio would leave the client waiting: refuse it, keep the trace.
         logs.log.exception("connect failed for %s", sid)
         gw.sessions.pop(sid)
+        gw.guard.release(sid)
         with contextlib.suppress(Exception):
             await gw.presence.disconnect(identity.company_id, identity.user_id, sid)
         raise socketio.exceptions.ConnectionRefusedError("internal error") from None
@@ -57,8 +60,11 @@ async def connect(gw: Gateway, sid: str, environ: dict[str, Any], auth: Any) -> 
 async def _accept(gw: Gateway, sid: str, identity: Identity) -> None:
     session = gw.sessions.add(sid, identity)
     company, user = identity.company_id, identity.user_id
-    await gw.sio.enter_room(sid, company_room(company))
-    await gw.sio.enter_room(sid, user_room(company, user))
+    # A recovered session (gateway.recovery) gets its rooms back, these two among them, and
+    # the events it missed; its user is still counted online (held), so nothing is announced.
+    if not await gw.recovery.restore(sid, identity):
+        await gw.sio.enter_room(sid, company_room(company))
+        await gw.sio.enter_room(sid, user_room(company, user))
     if await gw.presence.connect(company, user, sid):
         online = {"userId": user, "status": "online", "timestamp": iso(now_ms())}
         # Not to the connecting socket itself: it is not connected yet, and knows.
@@ -71,15 +77,21 @@ async def _accept(gw: Gateway, sid: str, identity: Identity) -> None:
 
 async def disconnect(gw: Gateway, sid: str, reason: Any) -> None:
     """Forget the socket; announce the user offline if it was their last connection."""
+    gw.guard.release(sid)
     session = gw.sessions.pop(sid)
     if session is None:
         return
     company, user = session.identity.company_id, session.identity.user_id
     gw.metrics.disconnected(company, user)
-    if await gw.presence.disconnect(company, user, sid):
+    # A dropped socket of a client that may recover stays counted in presence until it
+    # recovers or its window ends (gateway.recovery): no user:offline/online flapping.
+    held = await gw.recovery.hold(sid)
+    if not held and await gw.presence.disconnect(company, user, sid):
         offline = {"userId": user, "status": "offline", "timestamp": iso(now_ms())}
         await gw.emit("user:offline", offline, to=company_room(company))
-    logs.event("disconnect", sid=sid, userId=user, companyId=company, reason=str(reason))
+    logs.event(
+        "disconnect", sid=sid, userId=user, companyId=company, reason=str(reason), held=held
+    )
 
 
 async def _expire(gw: Gateway, sid: str) -> None:

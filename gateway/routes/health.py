@@ -16,20 +16,38 @@ PROBE_TIMEOUT = 2.0
 
 
 async def health(request: web.Request) -> web.Response:
-    """Connections, store and Redis state, node and uptime; 503 when a dependency is down."""
+    """Connections, store and Redis state, node and uptime; 503 when a dependency is down,
+    ``failing`` naming each one (``store``, ``redis.fanout``, ``redis.presence``).
+
+    With ``--redis``, ``redis`` reports the fan-out (Redis answers and this node's listener is
+    subscribed: events from other nodes reach it) and the shared presence. This node keeps
+    serving its own clients while any of them is down.
+    """
     gw = request.app[GATEWAY]
     store = await _probe(gw.engine.store.health())
-    redis = await _probe(gw.redis_health()) if gw.settings.redis else None
-    ok = bool(store.get("ok")) and (redis is None or bool(redis.get("ok")))
+    reports: dict[str, dict[str, Any]] = {"store": store}
+    redis: dict[str, Any] | None = None
+    if gw.settings.redis:
+        fanout_health = getattr(gw.sio.manager, "health", None)  # gateway.fanout.RedisFanout
+        fanout = await _probe(fanout_health() if fanout_health else gw.redis_health())
+        presence = await _probe(gw.presence.health())
+        reports |= {"redis.fanout": fanout, "redis.presence": presence}
+        redis = {"ok": _ok(fanout) and _ok(presence), "fanout": fanout, "presence": presence}
+    failing = [name for name, report in reports.items() if not _ok(report)]
     body = {
-        "status": "ok" if ok else "degraded",
+        "status": "degraded" if failing else "ok",
+        "failing": failing,
         "connections": len(gw.sessions),
         "store": store,
         "redis": redis,
         "node": gw.settings.node,
         "uptime": round(time.monotonic() - gw.started_at, 3),
     }
-    return web.json_response(body, status=200 if ok else 503)
+    return web.json_response(body, status=503 if failing else 200)
+
+
+def _ok(report: dict[str, Any]) -> bool:
+    return bool(report.get("ok"))
 
 
 async def metrics(request: web.Request) -> web.Response:

@@ -127,7 +127,8 @@ class Server:
             token = self.token(sub, company, name=name, role=role)
         await c.sio.connect(
             self.url,
-            auth={"token": token} if auth is ... else auth,
+            # python-socketio handlers take exactly the arguments sent: no recovery offsets.
+            auth={"token": token, "recovery": False} if auth is ... else auth,
             headers=headers or {},
             transports=transports or ["websocket"],
             wait_timeout=TIMEOUT,

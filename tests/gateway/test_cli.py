@@ -159,7 +159,9 @@ async def test_dev_mode_serves_and_prints_a_working_token(tmp_path: Path) -> Non
         for _ in range(200):  # until the process listens
             try:
                 await client.connect(
-                    f"http://127.0.0.1:{port}", auth={"token": token}, transports=["websocket"]
+                    f"http://127.0.0.1:{port}",
+                    auth={"token": token, "recovery": False},
+                    transports=["websocket"],
                 )
                 break
             except socketio.exceptions.ConnectionError:

@@ -69,7 +69,13 @@ class Peer {
       engine.on('upgrade', (t) => this.upgrades.push(t.name));
     });
     this.socket.onAny((event, ...args) => {
-      const data = args.length === 1 ? args[0] : args;
+      // As the guide's listeners do: the payload is the first argument. With connection
+      // state recovery the server appends an offset string, which apps ignore; check it is
+      // one whenever present, so the extra argument is never anything else.
+      if (args.length > 2 || (args.length === 2 && typeof args[1] !== 'string')) {
+        throw new Error(`unexpected arguments for ${event}: ${JSON.stringify(args)}`);
+      }
+      const data = args[0];
       this.log.push([event, printable(data)]);
       if (!this.queues.has(event)) this.queues.set(event, []);
       this.queues.get(event).push(data);
