@@ -18,8 +18,11 @@ from __future__ import annotations
 from contextvars import ContextVar
 from typing import Any, Protocol
 
+import engineio.packet
 import engineio.payload
+import msgpack
 import socketio
+import socketio.msgpack_packet
 from engineio import packet as eio_packet
 from socketio import packet as sio_packet
 
@@ -114,11 +117,11 @@ class GatewayServer(socketio.AsyncServer):  # type: ignore[misc]
             eio_pkt = hooks.outgoing(eio_sid, eio_pkt)
             if eio_pkt is None:
                 return
-        await super()._send_eio_packet(eio_sid, eio_pkt)
+        await super()._send_eio_packet(eio_sid, _own_copy(eio_pkt))
 
     async def send_unhooked(self, eio_sid: str, eio_pkt: Any) -> None:
         """Send an engine.io packet to a socket, past the hooks (a recovery replay)."""
-        await super()._send_eio_packet(eio_sid, eio_pkt)
+        await super()._send_eio_packet(eio_sid, _own_copy(eio_pkt))
 
     async def _handle_eio_disconnect(self, eio_sid: str, reason: Any) -> None:
         token = _ENGINE_CLOSING.set(True)
@@ -176,6 +179,29 @@ class GatewayServer(socketio.AsyncServer):  # type: ignore[misc]
         return BoundedEngineIO
 
 
+def _own_copy(eio_pkt: Any) -> Any:
+    """A binary engine.io packet of its own for each recipient.
+
+    python-socketio hands one packet object to every member of a room, and python-engineio
+    caches that packet's first encoding without noting which transport it was for: raw bytes
+    for a websocket member, which a polling member (who needs base64 text) then receives,
+    breaking its payload encoding and dropping it. Text packets encode the same for both.
+    """
+    if getattr(eio_pkt, "binary", False):
+        return engineio.packet.Packet(eio_pkt.packet_type, eio_pkt.data)
+    return eio_pkt
+
+
+def _bytes_ext(code: int, data: bytes) -> Any:
+    """msgpack ext type 0 is how ``socket.io-msgpack-parser`` (notepack) encodes an
+    ``ArrayBuffer``/``Uint8Array`` — what a browser and y-protocols have: read it as bytes."""
+    return data if code == 0 else msgpack.ExtType(code, data)
+
+
+#: The msgpack serializer, reading the JS parser's binary as bytes.
+MsgPackPacket = socketio.msgpack_packet.MsgPackPacket.configure(ext_hook=_bytes_ext)
+
+
 def cors_origins(settings: Settings) -> str | list[str] | None:
     """python-socketio's ``cors_allowed_origins``: None is same-origin only, ``*`` any."""
     if not settings.cors_origins:
@@ -200,7 +226,7 @@ def make_server(settings: Settings) -> GatewayServer:
     return GatewayServer(
         async_mode="aiohttp",
         client_manager=client_manager,
-        serializer="msgpack" if settings.serializer == "msgpack" else "default",
+        serializer=MsgPackPacket if settings.serializer == "msgpack" else "default",
         # Depth-limited decoding (gateway.jsoncodec); process-wide in python-socketio.
         json=JsonCodec(settings.max_json_depth),
         cors_allowed_origins=cors_origins(settings),

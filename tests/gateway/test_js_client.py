@@ -500,13 +500,6 @@ async def test_msgpack_parser(make_server: ServerFactory) -> None:
     assert sync["state"] == second
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gateway deviation: socket.io-msgpack-parser (notepack) encodes a Uint8Array -- what "
-    "y-protocols writes, and all a browser has -- as msgpack ext type 0, which the gateway's "
-    "msgpack unpacking leaves as an ExtType: document:sync answers invalid_payload "
-    "'message must be binary (a Socket.IO attachment), got array'",
-)
 async def test_msgpack_parser_uint8array_binary(make_server: ServerFactory) -> None:
     obs = await msgpack_scenario(make_server, binary="uint8array")
     sync = obs["sync"]
@@ -598,22 +591,12 @@ async def _yjs_co_edit(server: Server, doc: str, transports: list[str]) -> None:
 # -- binary broadcasts to a room mixing websocket and polling members ----------------------------
 
 
-MIXED_TRANSPORTS_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="gateway deviation: a binary message broadcast to a room is one shared engine.io "
-    "Packet; python-engineio caches its first encoding (raw bytes for a websocket member), "
-    "then a polling member's payload encoding (base64 wanted) gets those bytes: TypeError in "
-    "engineio.payload.Payload.encode, HTTP 500 on the GET, the polling client is disconnected "
-    "('transport error')",
-)
-
-
 @pytest.mark.parametrize(
     "variant",
     [
         "json",  # the control: text-only broadcasts reach both members
-        pytest.param("json-yjs", marks=MIXED_TRANSPORTS_BUG),
-        pytest.param("msgpack", marks=MIXED_TRANSPORTS_BUG),
+        "json-yjs",
+        "msgpack",
     ],
 )
 async def test_binary_broadcast_to_mixed_transports(
