@@ -3,6 +3,8 @@ node (the default without ``--redis``)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from bisect import bisect_right
 from collections.abc import Callable, Sequence
@@ -62,14 +64,33 @@ class MemoryRecoveryLog:
         self._gone: Key | None = None
         self._sessions: dict[str, tuple[SavedSession, float]] = {}
         self._started = False
+        self._sweeper: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         if self._started:
             raise RuntimeError("MemoryRecoveryLog already started")
         self._started = True
+        self._sweeper = asyncio.create_task(self._sweep(), name="collab-recovery-sweep")
 
     async def stop(self) -> None:
         self._started = False
+        sweeper, self._sweeper = self._sweeper, None
+        if sweeper is not None:
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
+
+    async def _sweep(self) -> None:
+        """Trim on a timer too, not only on append: an idle gateway must give back the
+        memory of events older than the window (found by the soak test)."""
+        period = max(0.5, min(self.window / 4, 15.0))
+        while True:
+            await asyncio.sleep(period)
+            now = self.clock()
+            self._trim(int(now * 1000) - int(self.window * 1000))
+            for pid, (_, deadline) in list(self._sessions.items()):
+                if deadline <= now:
+                    del self._sessions[pid]
 
     async def append(self, packets: Sequence[Packet]) -> list[str]:
         ms = int(self.clock() * 1000)
@@ -95,7 +116,7 @@ class MemoryRecoveryLog:
             self._gone = entries[head].key
             self._bytes -= len(entries[head].payload)
             head += 1
-        if head > 1024 and head * 2 > len(entries):
+        if head and (head == len(entries) or (head > 1024 and head * 2 > len(entries))):
             del entries[:head]
             head = 0
         self._head = head
