@@ -29,6 +29,8 @@ Clock = tuple[float, str, int]
 #: Full states are cached at versions that are multiples of this, so rebuilding any retained
 #: version merges at most this many updates onto a cached state.
 ANCHOR_EVERY = 32
+#: Anchors kept per document (the newest).
+KEEP_ANCHORS = 4
 
 
 class LiveDocument:
@@ -123,6 +125,7 @@ class LiveDocument:
                 self._states[anchor], *(self.updates[v] for v in range(anchor + 1, a + 1))
             )
             anchor = a
+            self._prune_anchors()
         if anchor == version:
             return self._states[anchor]
         state = merge_updates(
@@ -131,6 +134,18 @@ class LiveDocument:
         self._states[version] = state
         self._touch(version)
         return state
+
+    def _prune_anchors(self) -> None:
+        """Keep the checkpoint's state and the newest few anchors: stale writes are almost
+        always based on recent versions, and a full state per 32 versions of a long history
+        adds up over thousands of live documents (older bases rebuild from the checkpoint)."""
+        anchors = sorted(
+            v
+            for v in self._states
+            if v % ANCHOR_EVERY == 0 and v != self.checkpoint_version and v not in self._recent
+        )
+        for v in anchors[:-KEEP_ANCHORS]:
+            del self._states[v]
 
     def _touch(self, version: int) -> None:
         """Keep only a few non-anchor states (the bases stale writes asked for lately)."""
