@@ -1,0 +1,1 @@
+"""Benchmarks of the collaboration engine (run each as ``python -m benchmarks.<name>``)."""
