@@ -34,6 +34,7 @@ from types import MappingProxyType
 from typing import Any, Final, Literal
 
 from collab.errors import CollabError, invalid
+from collab.limits import json_type
 from collab.model import STRATEGIES
 from collab.rooms import company_room, user_room
 
@@ -435,7 +436,7 @@ def validate_event(name: str, data: object) -> dict[str, Any]:
     """
     spec = _spec(name)
     if not isinstance(data, Mapping):
-        reason = f"must be a JSON object, got {_json_type(data)}"
+        reason = f"must be a JSON object, got {json_type(data)}"
         raise invalid(f"invalid {name} payload: {reason}", fields={"": reason})
 
     errors: dict[str, str] = {}
@@ -579,26 +580,10 @@ def _is_text(value: str) -> bool:
     return True
 
 
-def _json_type(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list | tuple):
-        return "array"
-    if isinstance(value, Mapping):
-        return "object"
-    return type(value).__name__
-
-
 def _number_problem(value: object) -> str | None:
     """Why ``value`` is not an acceptable JSON number, or None if it is one."""
     if isinstance(value, bool) or not isinstance(value, int | float):
-        return f"must be a number, got {_json_type(value)}"
+        return f"must be a number, got {json_type(value)}"
     if isinstance(value, float) and not math.isfinite(value):
         return "must be a finite number"
     if isinstance(value, int) and abs(value) > MAX_SAFE_INTEGER:
@@ -631,21 +616,21 @@ def _check_field(field: FieldSpec, value: object, path: str, errors: dict[str, s
         return value
     if kind == "boolean":
         if not isinstance(value, bool):
-            errors[path] = f"must be a boolean, got {_json_type(value)}"
+            errors[path] = f"must be a boolean, got {json_type(value)}"
         return value
     if kind == "string[]":
         if not isinstance(value, list | tuple):
-            errors[path] = f"must be an array of strings, got {_json_type(value)}"
+            errors[path] = f"must be an array of strings, got {json_type(value)}"
             return value
         for index, item in enumerate(value):
             if not isinstance(item, str) or not _is_text(item):
-                errors[f"{path}.{index}"] = f"must be a string, got {_json_type(item)}"
+                errors[f"{path}.{index}"] = f"must be a string, got {json_type(item)}"
         return list(value)
 
     # What remains are strings: id, string, timestamp, date.
     if not isinstance(value, str):
         noun = "an ISO-8601 string" if kind in ("timestamp", "date") else "a string"
-        errors[path] = f"must be {noun}, got {_json_type(value)}"
+        errors[path] = f"must be {noun}, got {json_type(value)}"
     elif not _is_text(value):
         errors[path] = "must be valid Unicode text (it holds a lone surrogate)"
     elif kind == "id" and not value:

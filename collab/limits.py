@@ -9,6 +9,7 @@ JSON a writer sees acknowledged is byte for byte what a later reader gets.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,7 +53,7 @@ def validate_data(
     empty strings, because the document's ``Y.Text`` for them always exists.
     """
     if not isinstance(data, dict):
-        raise invalid(f"data must be a JSON object, got {_type_name(data)}")
+        raise invalid(f"data must be a JSON object, got {json_type(data)}")
     counter = [0]
     out: dict[str, Any] = _walk(data, limits, 1, counter, "data")
     for name in text_fields:
@@ -60,7 +61,7 @@ def validate_data(
         if value is None and name not in out:
             out[name] = ""
         elif not isinstance(value, str):
-            raise invalid(f"text field {name!r} must be a string, got {_type_name(value)}")
+            raise invalid(f"text field {name!r} must be a string, got {json_type(value)}")
     try:
         size = len(orjson.dumps(out))
     except orjson.JSONEncodeError as exc:  # lone surrogates and the like
@@ -130,7 +131,7 @@ def _walk(value: Any, limits: Limits, depth: int, counter: list[int], where: str
         counter[0] += len(value)
         _check_fields(counter[0], limits)
         return [_walk(v, limits, depth + 1, counter, f"{where}[{i}]") for i, v in enumerate(value)]
-    raise invalid(f"{where}: {_type_name(value)} is not a JSON value")
+    raise invalid(f"{where}: {json_type(value)} is not a JSON value")
 
 
 def _check_fields(count: int, limits: Limits) -> None:
@@ -147,7 +148,9 @@ def _check_str(s: str, where: str) -> None:
         raise invalid(f"{where}: string is not valid Unicode (lone surrogate)") from None
 
 
-def _type_name(value: Any) -> str:
+def json_type(value: object) -> str:
+    """A value's type as a JavaScript developer names it, for error messages (the one place
+    the engine, the catalogue and the gateway name types)."""
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -156,8 +159,10 @@ def _type_name(value: Any) -> str:
         return "number"
     if isinstance(value, str):
         return "string"
-    if isinstance(value, list):
+    if isinstance(value, bytes | bytearray | memoryview):
+        return "binary"
+    if isinstance(value, list | tuple):
         return "array"
-    if isinstance(value, dict):
+    if isinstance(value, Mapping):
         return "object"
     return type(value).__name__

@@ -29,6 +29,7 @@ from dataclasses import MISSING, dataclass, fields
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from collab.errors import CollabError, ErrorCode, invalid
+from collab.limits import json_type
 from gateway.auth import Identity
 from gateway.jsoncodec import Oversized
 
@@ -93,27 +94,6 @@ def wire_name(attr: str) -> str:
     """``document_id`` -> ``documentId``: a schema field's name in the payload."""
     head, *rest = attr.split("_")
     return head + "".join(part[:1].upper() + part[1:] for part in rest)
-
-
-def json_type(value: object) -> str:
-    """A value's type as a JS developer names it, for error messages."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, bytes | bytearray | memoryview):
-        return "binary"
-    if isinstance(value, list | tuple):
-        return "array"
-    if isinstance(value, Mapping):
-        return "object"
-    if isinstance(value, Oversized):
-        return f"a value that {value.reason}"
-    return type(value).__name__
 
 
 def _is_str(v: object) -> bool:
