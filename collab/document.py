@@ -29,6 +29,9 @@ Clock = tuple[float, str, int]
 #: Full states are cached at versions that are multiples of this, so rebuilding any retained
 #: version merges at most this many updates onto a cached state.
 ANCHOR_EVERY = 32
+#: A Yjs update that changes nothing.
+EMPTY_UPDATE = b"\x00\x00"
+
 #: Anchors kept per document (the newest).
 KEEP_ANCHORS = 4
 
@@ -47,6 +50,11 @@ class LiveDocument:
         self.opid_limit = opid_limit
         self.doc: Doc[Any] = ydoc.doc_from_state(checkpoint.state)
         self.root: Map[Any] = ydoc.root_of(self.doc)
+        #: Updates of the transactions since the last :meth:`take_update` (pycrdt's
+        #: transaction observer hands over exactly what each one changed; asking the doc for
+        #: ``get_update(state_vector)`` instead grows with every overwritten entry).
+        self._captured: list[bytes] = []
+        self.doc.observe(lambda event: self._captured.append(event.update))
         self.version = checkpoint.version
         self.checkpoint_version = checkpoint.version
         self.data: dict[str, Any] = ydoc.to_json(self.root)
@@ -90,7 +98,20 @@ class LiveDocument:
         """Apply a stored entry (on load, or from another node)."""
         if entry.update:
             self.doc.apply_update(entry.update)
+        self._captured.clear()
         self.record(entry.version, entry.update, entry.meta)
+
+    def begin(self) -> None:
+        """Start capturing the updates of the transactions about to run."""
+        self._captured.clear()
+
+    def take_update(self) -> bytes:
+        """What the transactions since :meth:`begin` changed, as one Yjs update (the empty
+        update if nothing changed)."""
+        captured, self._captured = self._captured, []
+        if not captured:
+            return EMPTY_UPDATE
+        return captured[0] if len(captured) == 1 else merge_updates(*captured)
 
     @property
     def floor(self) -> int:
@@ -101,6 +122,7 @@ class LiveDocument:
         """Book-keeping after the CRDT has moved to ``version`` by ``update``."""
         self.version = version
         self.updates[version] = update
+        self._captured.clear()  # merges and Yjs updates fire the observer too
         op_id = meta.get("opId")
         if op_id:
             self.op_ids[op_id] = version

@@ -94,44 +94,57 @@ def validate_text_fields(text_fields: Any, limits: Limits = DEFAULT_LIMITS) -> t
     return tuple(dict.fromkeys(text_fields))
 
 
-def _walk(value: Any, limits: Limits, depth: int, counter: list[int], where: str) -> Any:
+#: Where a value sits, built only when an error needs it: ``(parent, key)`` pairs down from
+#: the root's name (formatting a path string for every field cost more than the checks).
+Where = tuple[Any, str | int] | str
+
+
+def _at(where: Where) -> str:
+    parts: list[str] = []
+    while isinstance(where, tuple):
+        where, key = where
+        parts.append(f"[{key}]" if isinstance(key, int) else f".{key}")
+    return where + "".join(reversed(parts))
+
+
+def _walk(value: Any, limits: Limits, depth: int, counter: list[int], where: Where) -> Any:
     if value is None or value is True or value is False:
         return value
     if isinstance(value, str):
         if len(value) > limits.max_string:
             raise CollabError(
                 ErrorCode.PAYLOAD_TOO_LARGE,
-                f"{where}: string of {len(value)} characters, over {limits.max_string}",
+                f"{_at(where)}: string of {len(value)} characters, over {limits.max_string}",
             )
         return value
     if isinstance(value, int):
         if abs(value) > MAX_SAFE_INTEGER:
-            raise invalid(f"{where}: integer {value} is outside the JSON-safe range ±(2^53-1)")
+            raise invalid(f"{_at(where)}: integer {value} is outside the JSON-safe range ±(2^53-1)")
         return value
     if isinstance(value, float):
         if not math.isfinite(value):
-            raise invalid(f"{where}: number must be finite, got {value}")
+            raise invalid(f"{_at(where)}: number must be finite, got {value}")
         if value.is_integer() and abs(value) <= MAX_SAFE_INTEGER:
             return int(value)
         return value
     if depth > limits.max_depth:
-        raise invalid(f"{where}: nested deeper than {limits.max_depth} levels")
+        raise invalid(f"{_at(where)}: nested deeper than {limits.max_depth} levels")
     if isinstance(value, dict):
         counter[0] += len(value)
         _check_fields(counter[0], limits)
         out: dict[str, Any] = {}
         for k, v in value.items():
             if not isinstance(k, str):
-                raise invalid(f"{where}: object keys must be strings")
+                raise invalid(f"{_at(where)}: object keys must be strings")
             if len(k) > limits.max_key:
-                raise invalid(f"{where}: key longer than {limits.max_key} characters")
-            out[k] = _walk(v, limits, depth + 1, counter, f"{where}.{k}")
+                raise invalid(f"{_at(where)}: key longer than {limits.max_key} characters")
+            out[k] = _walk(v, limits, depth + 1, counter, (where, k))
         return out
     if isinstance(value, list | tuple):
         counter[0] += len(value)
         _check_fields(counter[0], limits)
-        return [_walk(v, limits, depth + 1, counter, f"{where}[{i}]") for i, v in enumerate(value)]
-    raise invalid(f"{where}: {json_type(value)} is not a JSON value")
+        return [_walk(v, limits, depth + 1, counter, (where, i)) for i, v in enumerate(value)]
+    raise invalid(f"{_at(where)}: {json_type(value)} is not a JSON value")
 
 
 def _check_fields(count: int, limits: Limits) -> None:

@@ -48,10 +48,10 @@ def fast_path(live: LiveDocument, incoming: dict[str, Any], clock: WriteClock | 
     if clock is not None:
         for p in diff(live.data, incoming, live.meta.text_fields):
             clocks[dotted(p)] = [clock[0], clock[1]]
-    sv = live.doc.get_state()
+    live.begin()
     with live.doc.transaction(origin="json"):
         ydoc.patch(live.root, live.data, incoming, live.meta.text_fields)
-    return Landing(update=live.doc.get_update(sv), data=incoming, clocks=clocks)
+    return Landing(update=live.take_update(), data=incoming, clocks=clocks)
 
 
 def detect(
