@@ -151,7 +151,7 @@ def print_report(results: dict[str, Any]) -> None:
                 c["mode"],
                 fmt(c["writes_per_s"]),
                 fmt(100 * statuses.get("applied", 0) / total),
-                fmt(c["ack_latency"]["p50_ms"], 2),
+                ms(c["ack_latency"]["p50_ms"]),
                 ms(c["ack_latency"]["p99_ms"]),
                 ms(c["ack_latency"]["max_ms"]),
                 fmt(c["deliveries_per_s"]),

@@ -18,13 +18,13 @@ For each room size C (100 and 1,000 sockets):
    gateway's only server-side publish path) goes to the company room, which every socket is
    in. (a) 10 publishes/s: delivery latency under moderate load; (b) saturation: a closed loop
    keeping ``window`` events published but not yet delivered to every socket (the window is
-   ``--window-deliveries`` / C events: 80 at C = 100, 8 at C = 1,000): the server always has
-   an event to work on while its per-socket queues stay bounded, so deliveries/s is what it
+   ``--window-deliveries`` / C events: 160 at C = 100, 16 at C = 1,000): the server always
+   has events to work on while its per-socket queues stay bounded, so deliveries/s is what it
    sustains and the latency is that of a bounded queue, not of an ever-growing one. (An open
    loop "as fast as the server accepts" measures nothing: python-socketio's emit only queues
    the packet per socket, so the server accepts publishes far faster than it delivers them.
-   With 2 events in flight at C = 1,000, Node's server idled between events and delivered half
-   as many per second as with 8; more than 8 changed nothing but the latency);
+   Measured here at C = 1,000: with 2 events in flight Node delivered 82k/s and the gateway
+   18k/s; with 16, 160k/s and 30k/s; with 32 or 64 the same, only later);
 3. document room: every socket joins one document; a publisher socket writes
    ``document:update`` (acknowledged, always from the current version: the fast path), the
    server broadcasts ``document:updated`` to the room: (a) and (b) again;
@@ -111,7 +111,7 @@ class Plan:
     warmup: float = 1.0
     seconds: float = 5.0
     #: Events in flight at saturation: this many deliveries' worth (window = this / C).
-    window_deliveries: int = 8000
+    window_deliveries: int = 16000
     bytes: int = 200
     #: Loadgen worker processes holding the sockets.
     procs: int = 1
@@ -903,7 +903,7 @@ def parse_args(argv: Sequence[str] | None, description: str = __doc__ or "") -> 
     parser.add_argument("--seconds", type=float, help="measured seconds per saturation phase")
     parser.add_argument("--rate", type=float, help="publishes/s of the fixed-rate phases (10)")
     parser.add_argument(
-        "--window-deliveries", type=int, help="deliveries in flight at saturation (default 8000)"
+        "--window-deliveries", type=int, help="deliveries in flight at saturation (default 16000)"
     )
     parser.add_argument("--procs", type=int, help="loadgen worker processes (default 1)")
     parser.add_argument("--bytes", type=int, help="delivered payload size (default 200)")

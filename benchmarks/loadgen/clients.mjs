@@ -876,6 +876,7 @@ async function runCoordinator() {
     const errors = {};
     let running = true;
     const ackHist = new Histogram(); // publish -> HTTP answer / write ack
+    let unanswered = 0; // publishes whose HTTP answer or write ack has not come yet
 
     const fail = (key) => (errors[key] = (errors[key] ?? 0) + 1);
     const complete = (s) => {
@@ -898,16 +899,20 @@ async function runCoordinator() {
       if (t0 >= from && t0 < to) publishedInWindow += 1;
       published += 1;
       outstanding.set(s, [peers.length, t0]);
+      unanswered += 1;
+      const answered = () => (unanswered -= 1);
       if (room === "company") {
         const data = { ...companyData(pad), seq: s, t: stamp() };
-        post({ event, companyId: COMPANY, data }).then((res) => {
-          ackHist.record(now() - t0);
-          if (res.status !== 200) {
-            fail(`HTTP ${res.status}: ${res.body.slice(0, 120)}`);
-            outstanding.delete(s);
-            if (saturate) pump();
-          }
-        });
+        post({ event, companyId: COMPANY, data })
+          .then((res) => {
+            ackHist.record(now() - t0);
+            if (res.status !== 200) {
+              fail(`HTTP ${res.status}: ${res.body.slice(0, 120)}`);
+              outstanding.delete(s);
+              if (saturate) pump();
+            }
+          })
+          .finally(answered);
       } else {
         const data = { seq: s, t: stamp(), pad };
         const version = publisher.version++;
@@ -922,7 +927,8 @@ async function runCoordinator() {
               if (ack?.ok === false) outstanding.delete(s);
             }
           })
-          .catch((err) => fail(`write ${err.message}`));
+          .catch((err) => fail(`write ${err.message}`))
+          .finally(answered);
       }
     }
 
@@ -963,7 +969,7 @@ async function runCoordinator() {
     await ended;
     // Let what is in flight arrive (it is not counted), then collect.
     const drainUntil = now() + 15_000;
-    while (outstanding.size && now() < drainUntil) await sleep(20);
+    while ((outstanding.size || unanswered) && now() < drainUntil) await sleep(20);
     clearInterval(reaper);
     const leftover = outstanding.size;
     onDone = () => {};
