@@ -88,6 +88,12 @@ class SyncResult:
     outcome: Outcome | None
 
 
+def _outcome(live: LiveDocument, **fields: Any) -> Outcome:
+    """An :class:`Outcome` for ``live``, its identity filled in from the document."""
+    m = live.meta
+    return Outcome(key=live.key, doc_id=m.id, kind=m.kind, strategy=m.strategy, **fields)
+
+
 class Engine:
     """The document engine. Use as ``async with Engine(store) as engine:``."""
 
@@ -300,12 +306,9 @@ class Engine:
         live.record(version, landing.update, entry_meta)
         fut = self._append(live, LogEntry(version, landing.update, entry_meta))
         stale = status == "merged"
-        return Outcome(
+        return _outcome(
+            live,
             status=status,
-            key=live.key,
-            doc_id=meta.id,
-            kind=meta.kind,
-            strategy=meta.strategy,
             version=version,
             data=landing.data,
             author=write.author,
@@ -324,13 +327,9 @@ class Engine:
         conflict = next((c for c in live.conflicts.values() if c.op_id == op_id), None)
         if applied_at is None and conflict is None:
             return None
-        m = live.meta
-        return Outcome(
+        return _outcome(
+            live,
             status="duplicate",
-            key=live.key,
-            doc_id=m.id,
-            kind=m.kind,
-            strategy=m.strategy,
             version=applied_at if applied_at is not None else live.version,
             data=live.data,
             author=write.author,
@@ -366,13 +365,9 @@ class Engine:
         )
         await self.store.add_conflict(live.key, conflict)
         live.conflicts[conflict.conflict_id] = conflict
-        m = live.meta
-        return Outcome(
+        return _outcome(
+            live,
             status="conflict",
-            key=live.key,
-            doc_id=m.id,
-            kind=m.kind,
-            strategy=m.strategy,
             version=live.version,
             data=live.data,
             author=write.author,
@@ -430,13 +425,9 @@ class Engine:
                 fut = self._append(
                     live, LogEntry(version, landing.update, entry_meta, resolves=conflict_id)
                 )
-                m = live.meta
-                outcome = Outcome(
+                outcome = _outcome(
+                    live,
                     status="applied",
-                    key=key,
-                    doc_id=m.id,
-                    kind=m.kind,
-                    strategy=m.strategy,
                     version=version,
                     data=landing.data,
                     author=author,
@@ -507,13 +498,9 @@ class Engine:
         live.data = data
         live.record(version, applied, entry_meta)
         fut = self._append(live, LogEntry(version, applied, entry_meta))
-        m = live.meta
-        return Outcome(
+        return _outcome(
+            live,
             status="applied",
-            key=live.key,
-            doc_id=m.id,
-            kind=m.kind,
-            strategy=m.strategy,
             version=version,
             data=data,
             author=author,
