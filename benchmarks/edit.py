@@ -22,7 +22,8 @@ other editors.
   uncoordinated typists do; with more than one editor, writes crossing in flight arrive stale
   and are merged (the ``applied %`` column).
 
-Reported over the measured window (after a warm-up): acknowledged writes/s, the ack latency
+The editors offer permessage-deflate, as browsers do (see ``fanout``). Reported over the
+measured window (after a warm-up): acknowledged writes/s, the ack latency
 (send to ack, in the editor's process), the share applied on the fast path, the broadcasts
 received per second, and the CPU of the gateway and of the generator (as in ``fanout``).
 
