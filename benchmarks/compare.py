@@ -24,28 +24,25 @@ about 8 minutes, ``--quick`` under 2.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import statistics
-import sys
 import tempfile
-import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import fmt, machine_info, print_table, progress, write_json
+from benchmarks.common import fmt, machine_info, print_table, progress
 from benchmarks.fanout import (
     GATEWAY_FLAGS,
-    ROOT,
     TARGETS,
     Plan,
-    kill_children,
+    drive,
     ms,
     plot_deliveries,
     prepare,
     run_fanout,
+    shown,
     stop_on_signals,
     trouble,
 )
@@ -298,17 +295,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    started = time.monotonic()
-    try:
-        results = asyncio.run(run(args))
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+    done = drive(run(args), print_report, args.output or RESULTS)
+    if done is None:
         return 130
-    finally:
-        kill_children()
-    results["elapsed_s"] = round(time.monotonic() - started, 1)
-    print_report(results)
-    out = write_json(args.output or RESULTS, results)
+    results, out = done
     plot = plot_deliveries(
         results,
         args.plot or PLOT,
@@ -317,7 +307,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     for path in (out, plot):
         if path is not None:
-            print(f"wrote {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
+            print(f"wrote {shown(path)}")
     print(f"({results['elapsed_s']:g} s)", flush=True)
     return 0
 

@@ -33,26 +33,24 @@ Prints a table and writes ``benchmarks/results/edit.json``. ``--quick``: under 2
 from __future__ import annotations
 
 import argparse
-import asyncio
-import sys
 import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import fmt, machine_info, print_table, progress, write_json
+from benchmarks.common import fmt, machine_info, print_table, progress
 from benchmarks.fanout import (
     GATEWAY_FLAGS,
     LOADGEN,
-    ROOT,
     Loadgen,
     Server,
     digest,
+    drive,
     ensure_node,
-    kill_children,
     machine_busy_pct,
     ms,
+    shown,
     stop_on_signals,
     verdict,
 )
@@ -195,22 +193,11 @@ def print_report(results: dict[str, Any]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    started = time.monotonic()
-    try:
-        results = asyncio.run(run(args))
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+    done = drive(run(args), print_report, args.output or RESULTS)
+    if done is None:
         return 130
-    finally:
-        kill_children()
-    results["elapsed_s"] = round(time.monotonic() - started, 1)
-    print_report(results)
-    out = write_json(args.output or RESULTS, results)
-    print(
-        f"\nwrote {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out} "
-        f"({results['elapsed_s']:g} s)",
-        flush=True,
-    )
+    results, out = done
+    print(f"\nwrote {shown(out)} ({results['elapsed_s']:g} s)", flush=True)
     return 0
 
 

@@ -78,7 +78,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -161,6 +161,29 @@ def kill_children() -> None:
         else:
             _kill_group(pid, signal.SIGKILL)
         _children.pop(pid, None)
+
+
+def shown(path: Path) -> str:
+    """A path as printed: relative to the repository when inside it."""
+    return str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path)
+
+
+def drive(
+    work: Any, report: Callable[[dict[str, Any]], None], output: str | Path
+) -> tuple[dict[str, Any], Path] | None:
+    """Run a benchmark coroutine, always reap its child processes, time it, print its report
+    and write its JSON; ``None`` if interrupted (every benchmark's ``main`` is this)."""
+    started = time.monotonic()
+    try:
+        results: dict[str, Any] = asyncio.run(work)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return None
+    finally:
+        kill_children()
+    results["elapsed_s"] = round(time.monotonic() - started, 1)
+    report(results)
+    return results, write_json(output, results)
 
 
 atexit.register(kill_children)
@@ -1000,22 +1023,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    started = time.monotonic()
-    try:
-        results = asyncio.run(run(args))
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+    done = drive(run(args), print_report, args.output or RESULTS)
+    if done is None:
         return 130
-    finally:
-        kill_children()
-    results["elapsed_s"] = round(time.monotonic() - started, 1)
-    print_report(results)
-    out = write_json(args.output or RESULTS, results)
-    print(
-        f"\nwrote {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out} "
-        f"({results['elapsed_s']:g} s)",
-        flush=True,
-    )
+    results, out = done
+    print(f"\nwrote {shown(out)} ({results['elapsed_s']:g} s)", flush=True)
     return 0
 
 
