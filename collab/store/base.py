@@ -13,9 +13,32 @@ shared contract suite in ``tests/store/test_contract.py``.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Protocol, runtime_checkable
+from types import TracebackType
+from typing import Any, Protocol, Self, runtime_checkable
 
 from collab.model import Checkpoint, DocumentMeta, LogEntry, PendingConflict, StoredDocument
+
+
+class AsyncLifecycle:
+    """``async with store:`` for any backend: ``start()`` on entry, ``stop()`` on exit."""
+
+    async def start(self) -> None:
+        raise NotImplementedError
+
+    async def stop(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
 
 
 @runtime_checkable

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import orjson
 
 from collab.errors import StoreConflict
 from collab.model import Checkpoint, DocumentMeta, LogEntry, PendingConflict, StoredDocument
+from collab.store.base import AsyncLifecycle
 
 
 @dataclass(slots=True)
@@ -72,7 +72,7 @@ def _normalized_meta(meta: DocumentMeta) -> DocumentMeta:
     return DocumentMeta.from_json(orjson.loads(orjson.dumps(meta.to_json())))
 
 
-class MemoryStore:
+class MemoryStore(AsyncLifecycle):
     """Documents in a dict, appends checked and applied synchronously at call time.
 
     ``append`` returns a future that is already resolved (or already failed with
@@ -99,18 +99,6 @@ class MemoryStore:
     async def stop(self) -> None:
         """Stop accepting calls (appends are already applied, nothing to flush). Idempotent."""
         self._running = False
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     def _check_running(self) -> None:
         # The reference enforces the lifecycle so engine bugs show up here before on SQLite.

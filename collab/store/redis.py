@@ -46,8 +46,7 @@ import asyncio
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import msgpack
@@ -60,6 +59,7 @@ from redis.exceptions import NoScriptError
 
 from collab.errors import StoreConflict
 from collab.model import Checkpoint, DocumentMeta, LogEntry, PendingConflict, StoredDocument
+from collab.store.base import AsyncLifecycle
 
 T = TypeVar("T")
 
@@ -149,7 +149,7 @@ class _Job:
     load_key: str | None = None
 
 
-class RedisStore:
+class RedisStore(AsyncLifecycle):
     """A :class:`collab.store.base.Store` in Redis, group-committed by one writer task.
 
     ``url`` is a redis-py URL (``redis://[user:password@]host[:port][/db]``, ``rediss://``
@@ -217,18 +217,6 @@ class RedisStore:
                 client, self._client = self._client, None
                 if client is not None:
                     await client.aclose()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     # -- the Protocol ------------------------------------------------------------------------
 

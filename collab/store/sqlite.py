@@ -26,13 +26,13 @@ import sqlite3
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, TypeVar
 
 import orjson
 
 from collab.errors import StoreConflict
 from collab.model import Checkpoint, DocumentMeta, LogEntry, PendingConflict, StoredDocument
+from collab.store.base import AsyncLifecycle
 
 T = TypeVar("T")
 
@@ -91,7 +91,7 @@ class _Job:
 _Outcome = tuple[_Job, Any, BaseException | None]
 
 
-class SQLiteStore:
+class SQLiteStore(AsyncLifecycle):
     """A :class:`collab.store.base.Store` in one SQLite file, group-committed by one thread."""
 
     name: str = "sqlite"
@@ -148,18 +148,6 @@ class SQLiteStore:
         await asyncio.to_thread(thread.join)
         if self._thread is thread:
             self._thread = None
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     # -- the Protocol ------------------------------------------------------------------------
 
