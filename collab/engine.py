@@ -88,6 +88,10 @@ class SyncResult:
     outcome: Outcome | None
 
 
+#: A step's answer asking the retry loop to wait for pending appends and run it again.
+_AGAIN = object()
+
+
 def _outcome(live: LiveDocument, **fields: Any) -> Outcome:
     """An :class:`Outcome` for ``live``, its identity filled in from the document."""
     m = live.meta
@@ -217,27 +221,16 @@ class Engine:
             or write.base_version < 0
         ):
             raise invalid("version must be a non-negative integer")
-        for _ in range(self.config.store_retries):
-            async with self._lock(key):
-                live = await self._require(key)
-                self._authorize(live, company_id)
-                wait = self._pending_tail(key, write.op_id, live)
-                if wait is None:
-                    result = await self._write_locked(live, write)
-                    if isinstance(result, Outcome):
-                        return result
-                    outcome, fut = result
+
+        async def step(live: LiveDocument) -> tuple[Any, asyncio.Future[None] | None]:
+            wait = self._pending_tail(key, write.op_id, live)
             if wait is not None:
-                with contextlib.suppress(Exception):
-                    await wait
-                continue
-            try:
-                await fut
-            except StoreConflict:
-                self._evict(live)  # now: the done-callback may not have run yet
-                continue
-            return outcome
-        raise CollabError(ErrorCode.INTERNAL, "the document is too contended; try again")
+                return _AGAIN, wait
+            result = await self._write_locked(live, write)
+            return (result, None) if isinstance(result, Outcome) else result
+
+        outcome: Outcome = await self._retrying(key, company_id, step)
+        return outcome
 
     def _pending_tail(
         self, key: str, op_id: str | None, live: LiveDocument
@@ -393,59 +386,54 @@ class Engine:
         key = self._key(kind, doc_id)
         if not isinstance(conflict_id, str) or not conflict_id:
             raise invalid("conflictId must be a non-empty string")
-        for _ in range(self.config.store_retries):
-            async with self._lock(key):
-                live = await self._require(key)
-                self._authorize(live, company_id)
-                conflict = live.conflicts.get(conflict_id)
-                if conflict is None:
-                    raise CollabError(
-                        ErrorCode.NOT_FOUND,
-                        f"no pending conflict {conflict_id!r} (unknown or resolved)",
-                    )
-                value = validate_data(resolved_value, self.config.limits, live.meta.text_fields)
-                landing = self._guarded(live, strategies.fast_path, live, value, None)
-                at = now_ms()
-                version = live.version + 1
-                entry_meta: dict[str, Any] = {
-                    "opId": conflict.op_id,
-                    "by": author.user_id,
-                    "name": author.name,
-                    "at": at,
-                    "base": live.version,
-                    "status": "resolved",
-                    "via": "resolve",
-                    "conflictId": conflict_id,
-                    "conflicted": list(conflict.conflicted_fields),
-                    "clocks": {},
-                }
-                live.data = landing.data
-                live.record(version, landing.update, entry_meta)
-                del live.conflicts[conflict_id]
-                fut = self._append(
-                    live, LogEntry(version, landing.update, entry_meta, resolves=conflict_id)
+
+        async def step(live: LiveDocument) -> tuple[Outcome, asyncio.Future[None]]:
+            conflict = live.conflicts.get(conflict_id)
+            if conflict is None:
+                raise CollabError(
+                    ErrorCode.NOT_FOUND,
+                    f"no pending conflict {conflict_id!r} (unknown or resolved)",
                 )
-                outcome = _outcome(
-                    live,
-                    status="applied",
-                    version=version,
-                    data=landing.data,
-                    author=author,
-                    at=at,
-                    conflicted_fields=conflict.conflicted_fields,
-                    original_value=conflict.original_value,
-                    incoming_value=conflict.incoming_value,
-                    resolved_value=landing.data,
-                    conflict_id=conflict_id,
-                    update=landing.update,
-                )
-            try:
-                await fut
-            except StoreConflict:
-                self._evict(live)  # now: the done-callback may not have run yet
-                continue
-            return outcome
-        raise CollabError(ErrorCode.INTERNAL, "the document is too contended; try again")
+            value = validate_data(resolved_value, self.config.limits, live.meta.text_fields)
+            landing = self._guarded(live, strategies.fast_path, live, value, None)
+            at = now_ms()
+            version = live.version + 1
+            entry_meta: dict[str, Any] = {
+                "opId": conflict.op_id,
+                "by": author.user_id,
+                "name": author.name,
+                "at": at,
+                "base": live.version,
+                "status": "resolved",
+                "via": "resolve",
+                "conflictId": conflict_id,
+                "conflicted": list(conflict.conflicted_fields),
+                "clocks": {},
+            }
+            live.data = landing.data
+            live.record(version, landing.update, entry_meta)
+            del live.conflicts[conflict_id]
+            fut = self._append(
+                live, LogEntry(version, landing.update, entry_meta, resolves=conflict_id)
+            )
+            outcome = _outcome(
+                live,
+                status="applied",
+                version=version,
+                data=landing.data,
+                author=author,
+                at=at,
+                conflicted_fields=conflict.conflicted_fields,
+                original_value=conflict.original_value,
+                incoming_value=conflict.incoming_value,
+                resolved_value=landing.data,
+                conflict_id=conflict_id,
+                update=landing.update,
+            )
+            return outcome, fut
+
+        outcome: Outcome = await self._retrying(key, company_id, step)
+        return outcome
 
     async def sync(
         self, kind: Kind, doc_id: str, message: Any, author: Author, *, company_id: str
@@ -453,26 +441,47 @@ class Engine:
         """Handle one y-protocols sync message from a Yjs replica of the document."""
         msg = yjs.parse(message)
         key = self._key(kind, doc_id)
+
+        async def step(live: LiveDocument) -> tuple[SyncResult, asyncio.Future[None] | None]:
+            if msg.type == yjs.SyncType.STEP1:
+                try:
+                    update = live.doc.get_update(msg.payload)
+                except Exception:
+                    raise invalid("malformed state vector") from None
+                return SyncResult(yjs.create_sync_step2_message(update), None), None
+            result = self._apply_yjs(live, msg.payload, author)
+            if result is None:
+                return SyncResult(None, None), None
+            outcome, fut = result
+            return SyncResult(None, outcome), fut
+
+        done: SyncResult = await self._retrying(key, company_id, step)
+        return done
+
+    async def _retrying(self, key: str, company_id: str, step: Any) -> Any:
+        """The one retry loop: under the document's lock, load and authorize it and run
+        ``step``, which returns its answer and the append future to wait for (or ``None``);
+        outside the lock, wait until durable. A store that refuses the append (another node
+        wrote first) makes the live copy stale: it is dropped and the step runs again, on a
+        reload, until ``store_retries`` attempts end in ``internal``. A step may instead ask
+        to wait for pending appends and look again (``_AGAIN``)."""
         for _ in range(self.config.store_retries):
             async with self._lock(key):
                 live = await self._require(key)
                 self._authorize(live, company_id)
-                if msg.type == yjs.SyncType.STEP1:
-                    try:
-                        update = live.doc.get_update(msg.payload)
-                    except Exception:
-                        raise invalid("malformed state vector") from None
-                    return SyncResult(yjs.create_sync_step2_message(update), None)
-                result = self._apply_yjs(live, msg.payload, author)
-                if result is None:
-                    return SyncResult(None, None)
-                outcome, fut = result
+                answer, fut = await step(live)
+            if fut is None:
+                return answer
+            if answer is _AGAIN:
+                with contextlib.suppress(Exception):
+                    await fut
+                continue
             try:
                 await fut
             except StoreConflict:
                 self._evict(live)  # now: the done-callback may not have run yet
                 continue
-            return SyncResult(None, outcome)
+            return answer
         raise CollabError(ErrorCode.INTERNAL, "the document is too contended; try again")
 
     def _apply_yjs(
