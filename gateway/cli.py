@@ -104,7 +104,14 @@ def serve(args: Sequence[str], env: Mapping[str, str]) -> int:
         return 2
     logs.event("starting", host=settings.host, port=settings.port, store=_store_kind(settings))
     try:
-        web.run_app(app, host=settings.host, port=settings.port, access_log=None, print=None)
+        loop = new_event_loop(settings.event_loop)
+    except SettingsError as exc:
+        print(f"collab-gateway: {exc}", file=sys.stderr)
+        return 2
+    try:
+        web.run_app(
+            app, host=settings.host, port=settings.port, access_log=None, print=None, loop=loop
+        )
     except OSError as exc:  # the port is taken, the interface does not exist, ...
         print(
             f"collab-gateway: cannot listen on {settings.host}:{settings.port}: {exc}",
@@ -272,6 +279,19 @@ def _when(ms: Any) -> str:
 def _who(user_id: Any, name: Any) -> str:
     user_id = str(user_id or "?")
     return f"{name} ({user_id})" if name and name != user_id else user_id
+
+
+def new_event_loop(choice: str) -> asyncio.AbstractEventLoop:
+    """The event loop ``--event-loop`` asks for: uvloop when installed (``auto``)."""
+    if choice != "asyncio":
+        try:
+            import uvloop
+        except ImportError:
+            if choice == "uvloop":
+                raise SettingsError("--event-loop uvloop: uvloop is not installed") from None
+        else:
+            return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
 
 
 def _print_dev_token(settings: Settings) -> None:

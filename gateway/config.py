@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 Serializer = Literal["json", "msgpack"]
 SERIALIZERS: tuple[Serializer, ...] = ("json", "msgpack")
+EVENT_LOOPS = ("auto", "uvloop", "asyncio")
 ENV_PREFIX = "COLLAB_"
 
 
@@ -58,6 +59,9 @@ class Settings:
     node: str = field(default_factory=socket.gethostname)
     #: Versions kept for stale writes (``collab.engine.EngineConfig.history_limit``).
     history_limit: int = 1000
+    #: Seconds a document may go unused before the engine drops it from memory (reloaded
+    #: from the store on next use; ``collab.engine.EngineConfig.idle_seconds``); 0 = never.
+    document_idle_seconds: float = 300.0
     #: Largest engine.io message or polling POST accepted, in bytes. Above the engine's 1 MiB
     #: document limit, so an oversized document is answered ``payload_too_large`` instead of
     #: the connection being dropped; polling base64-encodes binary attachments (+33%).
@@ -71,6 +75,13 @@ class Settings:
     sync_coalesce_ms: int = 50
     ping_interval: float = 25.0
     ping_timeout: float = 20.0
+    #: Accept permessage-deflate when a client offers it (``socket.io-client`` does). Off: it
+    #: costs ~90 KiB of zlib state per connection and a compression per recipient per event,
+    #: and a broadcast's frame could no longer be shared (``gateway.outgoing``).
+    ws_compression: bool = False
+    #: Event loop: ``uvloop`` (libuv: cheaper socket writes and callbacks), ``asyncio``, or
+    #: ``auto`` (uvloop when installed, as it is with the package on Linux and macOS).
+    event_loop: str = "auto"
     #: Connection state recovery (``gateway.recovery``, docs/recovery.md): seconds a dropped
     #: client's session and missed events are kept for it to recover; 0 turns it off.
     recovery_window: float = 120.0
@@ -102,6 +113,8 @@ class Settings:
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise SettingsError(f"port must be between 0 and 65535, not {self.port}")
+        if self.event_loop not in EVENT_LOOPS:
+            raise SettingsError(f"event_loop must be one of {', '.join(EVENT_LOOPS)}")
         if self.serializer not in SERIALIZERS:
             raise SettingsError(f"serializer must be one of {', '.join(SERIALIZERS)}")
         for name in ("history_limit", "max_http_buffer_size", "max_polling_packets"):
@@ -140,6 +153,8 @@ class Settings:
             raise SettingsError("presence_ttl must be positive")
         if self.recovery_window < 0:
             raise SettingsError("recovery_window must not be negative (0 turns it off)")
+        if self.document_idle_seconds < 0:
+            raise SettingsError("document_idle_seconds must not be negative (0 turns it off)")
 
     @property
     def demo_enabled(self) -> bool:
@@ -184,6 +199,12 @@ def _optional(raw: str) -> str | None:
 
 def _csv(raw: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+def _event_loop(raw: str) -> str:
+    if raw not in EVENT_LOOPS:
+        raise ValueError(f"expected one of {', '.join(EVENT_LOOPS)}, got {raw!r}")
+    return raw
 
 
 def _serializer(raw: str) -> str:
@@ -231,12 +252,15 @@ OPTIONS: tuple[Option, ...] = (
     Option("demo", "serve the demo page at /demo (default: on with --dev)", _bool, True, True),
     Option("node", "this node's name in health reports"),
     Option("history_limit", "versions kept for stale writes", _int),
+    Option("document_idle_seconds", "unused documents leave memory after, s (0 = never)", _float),
     Option("max_http_buffer_size", "largest message or polling request, bytes", _int),
     Option("max_polling_packets", "packets accepted per polling request", _int),
     Option("typing_throttle_ms", "min ms between relayed user:typing per user+document", _int),
     Option("sync_coalesce_ms", "window coalescing document:updated of Yjs writes, ms", _int),
     Option("ping_interval", "engine.io ping interval, seconds", _float),
     Option("ping_timeout", "engine.io ping timeout, seconds", _float),
+    Option("ws_compression", "accept permessage-deflate on websockets", _bool, True, True),
+    Option("event_loop", "event loop: auto, uvloop or asyncio", _event_loop),
     Option("recovery_window", "connection state recovery window, seconds (0 = off)", _float),
     Option("max_json_depth", "nesting depth of a Socket.IO packet's JSON", _int),
     Option("max_document_bytes", "largest document, UTF-8 JSON bytes", _int),

@@ -33,6 +33,8 @@ import socketio
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from gateway.outgoing import FanoutManager
+
 log = logging.getLogger("gateway.fanout")
 
 #: Messages waiting to be published at most; beyond, new emits are not published (counted).
@@ -41,8 +43,10 @@ MAX_QUEUE = 10_000
 MAX_BATCH = 256
 
 
-class RedisFanout(socketio.AsyncRedisManager):  # type: ignore[misc]
-    """An ``AsyncRedisManager`` whose Redis trouble never blocks local emits.
+class RedisFanout(socketio.AsyncRedisManager, FanoutManager):  # type: ignore[misc]
+    """An ``AsyncRedisManager`` whose Redis trouble never blocks local emits, delivering
+    to this node's sockets through :class:`~gateway.outgoing.FanoutManager` (below the pub/sub
+    layer in the method order: the echo of another node's emit takes the same path).
 
     ``timeout`` bounds every connect, publish and ping; ``keepalive`` is how long the listener
     stays silent before it pings (and twice that without an answer means reconnect).

@@ -10,12 +10,10 @@ README, and answered with a contract code without changing any state:
 - documents and resources joined per connection (:meth:`Guard.check_rooms`): ``forbidden``
   with ``limit``: nothing is wrong with the request but the connection's state, and waiting
   does not help (``rate_limited`` would say it does); leaving a document makes room;
-- packets queued for one socket (:class:`BoundedEngineIO`): a socket whose outgoing queue
-  reaches ``max_outgoing_packets`` is disconnected, its queue dropped and its TCP connection
-  aborted. python-engineio queues per socket without bound (``asyncio.Queue()``), which is
-  why a slow client never blocks the others, and why a client that stops reading would
-  otherwise grow the server's memory until its ping timeout, or forever when the writer is
-  stuck on a full TCP window;
+- packets queued for one socket (``gateway.outgoing.OutgoingEngineIO``): a socket whose
+  outgoing queue reaches ``max_outgoing_packets`` is disconnected, its queue dropped and its
+  TCP connection aborted, so a client that stops reading costs a bounded amount of memory
+  and never blocks the others;
 - the operator's deny list (``--deny-file``, :class:`gateway.auth.DenyList`): checked by the
   token verifier on every handshake and HTTP request; when the file changes, matching
   sockets get ``error`` ``authentication failed: revoked`` and are disconnected.
@@ -38,9 +36,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import engineio
 import socketio.exceptions
-from engineio.async_drivers import aiohttp as engineio_aiohttp
 from prometheus_client import Counter, Gauge
 
 from collab.errors import CollabError, ErrorCode
@@ -48,6 +44,7 @@ from collab.limits import Limits
 from gateway import logs
 from gateway.auth import PREFIX, DenyList, Identity
 from gateway.config import Settings, SettingsError
+from gateway.outgoing import OutgoingEngineIO
 
 if TYPE_CHECKING:
     from gateway.context import Gateway
@@ -105,84 +102,6 @@ class TokenBucket:
         return self.tokens + (now - self.stamp) * self.rate >= self.burst
 
 
-# -- the outgoing bound ---------------------------------------------------------------------
-
-
-class _TrackedWebSocket(engineio_aiohttp.WebSocket):  # type: ignore[misc]
-    """python-engineio's aiohttp websocket, remembering each socket's HTTP request so that
-    :class:`BoundedEngineIO` can abort its TCP connection."""
-
-    async def __call__(self, environ: dict[str, Any]) -> Any:
-        socket = getattr(self.handler, "__self__", None)
-        requests: dict[Any, Any] = self.server.websocket_requests
-        if socket is not None:
-            requests[socket] = environ.get("aiohttp.request")
-        try:
-            return await super().__call__(environ)
-        finally:
-            requests.pop(socket, None)
-
-
-class BoundedEngineIO(engineio.AsyncServer):  # type: ignore[misc]
-    """python-engineio's server with a bound on each socket's outgoing queue.
-
-    Every packet to a client passes :meth:`send_packet` (acks, events to a socket or a room).
-    A socket whose queue already holds ``max_queue`` packets is cut: closed without waiting
-    (python-socketio's disconnect handlers run: rooms left, presence updated), its queue
-    dropped, its TCP connection aborted (the websocket writer may be blocked on a full TCP
-    window, where nothing else would ever wake it). The client sees its transport close and
-    reconnects as after any network failure; the packet is not silently skipped while the
-    socket lives on.
-    """
-
-    _async: dict[str, Any]  # python-engineio's driver table (set by its __init__)
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        #: Packets queued per socket before it is cut; 0 = no bound (python-engineio's own).
-        self.max_queue = 0
-        #: Called with the engine.io sid of each socket cut (metrics, log).
-        self.on_overflow: Callable[[str], None] | None = None
-        #: engine.io socket -> the aiohttp request of its websocket (while it runs).
-        self.websocket_requests: dict[Any, Any] = {}
-        if self._async.get("websocket") is engineio_aiohttp.WebSocket:
-            # A copy: the driver table is python-engineio's module-level dict.
-            self._async = {**self._async, "websocket": _TrackedWebSocket}
-
-    async def send_packet(self, sid: str, pkt: Any) -> None:
-        socket = self.sockets.get(sid)
-        if (
-            self.max_queue
-            and socket is not None
-            and socket.queue.qsize() >= self.max_queue
-            and not (socket.closed or socket.closing)
-        ):
-            await self._cut(socket)
-            return
-        await super().send_packet(sid, pkt)
-
-    async def _cut(self, socket: Any) -> None:
-        if self.on_overflow is not None:
-            self.on_overflow(socket.sid)
-        _drain(socket.queue)
-        request = self.websocket_requests.pop(socket, None)
-        await socket.close(wait=False, abort=True, reason=self.reason.SERVER_DISCONNECT)
-        _drain(socket.queue)  # what the disconnect handlers queued
-        socket.queue.put_nowait(None)  # wakes the websocket writer or a waiting polling GET
-        transport = getattr(request, "transport", None)
-        if transport is not None:
-            transport.abort()
-
-
-def _drain(queue: asyncio.Queue[Any]) -> None:
-    while True:
-        try:
-            queue.get_nowait()
-        except asyncio.QueueEmpty:
-            return
-        queue.task_done()
-
-
 # -- the guard -------------------------------------------------------------------------------
 
 
@@ -230,12 +149,22 @@ class Guard:
             ("collab_engineio_sockets", "engine.io sockets open", self._eio_count),
             ("collab_outgoing_queued_packets", "Packets queued for clients", self._queued),
             ("collab_limiter_entries", "Rate-limiter and connection-cap entries", self.entries),
+            (
+                "collab_outgoing_direct_frames",
+                "Frames written straight to websockets (gateway.outgoing), since start",
+                lambda: self._outgoing("direct"),
+            ),
+            (
+                "collab_outgoing_queued_packets_total",
+                "Packets handed to python-engineio's per-socket queues, since start",
+                lambda: self._outgoing("queued"),
+            ),
         )
         for name, doc, fn in gauges:
             Gauge(name, doc, registry=r).set_function(fn)
 
         eio = getattr(gw.sio, "eio", None)
-        if isinstance(eio, BoundedEngineIO):
+        if isinstance(eio, OutgoingEngineIO):
             eio.max_queue = s.max_outgoing_packets
             eio.on_overflow = self._overflowed
         if s.deny_file:
@@ -461,6 +390,10 @@ class Guard:
 
     def _eio_count(self) -> float:
         return float(len(getattr(self.gw.sio.eio, "sockets", {})))
+
+    def _outgoing(self, key: str) -> float:
+        eio = self.gw.sio.eio
+        return float(eio.stats[key]) if isinstance(eio, OutgoingEngineIO) else 0.0
 
     def _queued(self) -> float:
         sockets = getattr(self.gw.sio.eio, "sockets", {})

@@ -27,9 +27,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import weakref
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -47,6 +46,7 @@ MAX_BATCH = 256
 STOP_TIMEOUT = 5.0
 
 Deliver = Callable[[Packet, str | None], Coroutine[Any, Any, None]]
+DeliverMany = Callable[[Sequence[Packet], Sequence[str | None]], Coroutine[Any, Any, None]]
 
 
 class Sequencer:
@@ -104,6 +104,17 @@ class Sequencer:
         self._queue.append((packet, fut))
         self._wake.set()
         await fut
+
+    async def submit_many(self, packets: Sequence[Packet], deliver: DeliverMany) -> None:
+        """Log ``packets`` in one append and hand them to ``deliver`` together, in offset
+        order (an in-memory log: nothing pauses between the two); with a log that pauses, one
+        by one through :meth:`submit`."""
+        if not self.log.synchronous:
+            for packet in packets:
+                await self.submit(packet)
+            return
+        offsets = await self._append(list(packets))
+        await deliver(packets, offsets)
 
     async def _run(self) -> None:
         while True:
@@ -168,12 +179,21 @@ class Tag:
 
 
 _EVENT_TYPES = ("2", "5")  # EVENT, BINARY_EVENT
-_tags: weakref.WeakKeyDictionary[eio_packet.Packet, Tag | None] = weakref.WeakKeyDictionary()
+_TAG = "collab_tag"  # attribute caching a packet's Tag (or None)
 
 
 def tag_of(pkt: eio_packet.Packet, *, msgpack_serializer: bool) -> Tag | None:
-    """The :class:`Tag` of ``pkt`` if it is an event carrying an offset (cached per packet:
+    """The :class:`Tag` of ``pkt`` if it is an event carrying an offset (cached on the packet:
     a broadcast sends one packet object to every recipient)."""
+    cached = pkt.__dict__.get(_TAG, pkt)
+    if cached is not pkt:
+        return cached  # type: ignore[no-any-return]
+    tag = _tag(pkt, msgpack_serializer)
+    setattr(pkt, _TAG, tag)
+    return tag
+
+
+def _tag(pkt: eio_packet.Packet, msgpack_serializer: bool) -> Tag | None:
     if pkt.packet_type != eio_packet.MESSAGE:
         return None
     data = pkt.data
@@ -193,13 +213,7 @@ def tag_of(pkt: eio_packet.Packet, *, msgpack_serializer: bool) -> Tag | None:
         return Tag(data[cut + 2 : -2], key, attachments, plain)
     if not msgpack_serializer or not isinstance(data, bytes | bytearray):
         return None  # a binary attachment of the JSON serializer
-    try:
-        return _tags[pkt]
-    except KeyError:
-        pass
-    tag = _msgpack_tag(bytes(data))
-    _tags[pkt] = tag
-    return tag
+    return _msgpack_tag(bytes(data))
 
 
 def _msgpack_tag(data: bytes) -> Tag | None:

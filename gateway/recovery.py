@@ -43,6 +43,7 @@ import logging
 import re
 import secrets
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -82,6 +83,15 @@ MAX_REPLAY = 10_000
 #: Replayed packets between two pauses that let the socket's writer drain its queue.
 REPLAY_BATCH = 64
 _PID = re.compile(r"[A-Za-z0-9_-]{16,64}")
+
+
+#: An event to emit: name, data (a tuple: several arguments), room or sid, sid to skip.
+Emission = tuple[str, Any, str, str | None]
+
+
+def _args(data: Any) -> tuple[Any, ...]:
+    """Socket.IO event arguments of ``data``, as python-socketio reads an emit's data."""
+    return () if data is None else data if isinstance(data, tuple) else (data,)
 
 
 def new_pid() -> str:
@@ -197,16 +207,73 @@ class Recovery:
         ):
             await self.sio.emit(event, data, to=to, skip_sid=skip_sid)
             return
-        args = () if data is None else data if isinstance(data, tuple) else (data,)
-        await seq.submit(Packet(event, args, to, () if skip_sid is None else (skip_sid,)))
+        await seq.submit(Packet(event, _args(data), to, () if skip_sid is None else (skip_sid,)))
+
+    @property
+    def batches(self) -> bool:
+        """Whether :meth:`emit_many` sends a batch without pausing (so nothing emitted
+        meanwhile can come between its events): recovery off, or an in-memory log."""
+        seq = self.sequencer
+        return seq is None or not seq.running or self.log is None or self.log.synchronous
+
+    async def emit_many(self, emissions: Sequence[Emission]) -> None:
+        """Emit ``(event, data, room, skip_sid)`` in order: logged in one append, each run of
+        consecutive events to one room delivered in one pass over its members
+        (``gateway.outgoing.FanoutManager.emit_many``). One by one where that would not help:
+        events to a single socket of this node, a log that pauses (Redis)."""
+        seq = self.sequencer
+        if seq is not None and seq.running and not self.batches:
+            for event, data, to, skip in emissions:
+                await self.emit(event, data, to=to, skip_sid=skip)
+            return
+        if seq is None or not seq.running:
+            await self._deliver_runs([(e, _args(d), to, skip) for e, d, to, skip in emissions])
+            return
+        packets = [
+            Packet(event, _args(data), to, () if skip is None else (skip,))
+            for event, data, to, skip in emissions
+        ]
+        await seq.submit_many(packets, self._deliver_many)
+
+    async def _deliver_many(self, packets: Sequence[Packet], offsets: Sequence[str | None]) -> None:
+        runs = []
+        for packet, offset in zip(packets, offsets, strict=True):
+            runs.append(
+                (
+                    packet.event,
+                    self._stamped(packet.args, offset),
+                    packet.room,
+                    packet.skip[0] if packet.skip else None,
+                )
+            )
+        await self._deliver_runs(runs)
+
+    async def _deliver_runs(
+        self, emissions: Sequence[tuple[str, tuple[Any, ...], str, Any]]
+    ) -> None:
+        manager = self.sio.manager
+        i = 0
+        while i < len(emissions):
+            room = emissions[i][2]
+            j = i
+            while j < len(emissions) and emissions[j][2] == room:
+                j += 1
+            await manager.emit_many(
+                "/", room, [(event, args, skip) for event, args, _, skip in emissions[i:j]]
+            )
+            i = j
+
+    def _stamped(self, args: tuple[Any, ...], offset: str | None) -> tuple[Any, ...]:
+        """``args`` with ``offset`` as the last argument; the node's head follows."""
+        if offset is None:
+            return args
+        key = parse_offset(offset)
+        if key is not None and key > self.head:
+            self.head = key
+        return (*args, offset)
 
     async def _deliver(self, packet: Packet, offset: str | None) -> None:
-        data = packet.args
-        if offset is not None:
-            key = parse_offset(offset)
-            if key is not None and key > self.head:
-                self.head = key
-            data = (*data, offset)
+        data = self._stamped(packet.args, offset)
         skip = list(packet.skip) or None
         await self.sio.emit(packet.event, data, to=packet.room, skip_sid=skip)
 

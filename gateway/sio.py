@@ -15,6 +15,7 @@ and lets the hooks see (and rewrite or hold back) every outgoing event packet.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from contextvars import ContextVar
 from typing import Any, Protocol
 
@@ -28,7 +29,7 @@ from socketio import packet as sio_packet
 
 from gateway.config import Settings
 from gateway.jsoncodec import JsonCodec
-from gateway.limits import BoundedEngineIO
+from gateway.outgoing import FanoutManager, OutgoingEngineIO
 from gateway.wire import ACK_REQUESTED, MALFORMED_EVENT
 
 if not hasattr(socketio.AsyncServer, "_handle_event_internal"):  # pragma: no cover
@@ -86,6 +87,8 @@ class GatewayServer(socketio.AsyncServer):  # type: ignore[misc]
     reports to :attr:`hooks` (connection state recovery) when set."""
 
     hooks: ServerHooks | None = None
+    #: Awaited before a socket enters a room (``gateway.context.Gateway.settle``).
+    before_enter: Callable[[], Awaitable[None]] | None = None
 
     async def _handle_connect(self, eio_sid: str, namespace: str | None, data: Any) -> None:
         hooks = self.hooks
@@ -110,18 +113,41 @@ class GatewayServer(socketio.AsyncServer):  # type: ignore[misc]
             pkt.data = {**pkt.data, **hooks.connect_reply(pkt.data["sid"])}
         await super()._send_packet(eio_sid, pkt)
 
-    async def _send_eio_packet(self, eio_sid: str, eio_pkt: Any) -> None:
-        # Every event to a room or a socket passes here (python-socketio's managers).
+    def deliver(self, eio_sids: Iterable[str], eio_pkts: Sequence[Any]) -> None:
+        """Send an event's engine.io packets (or a batch of events') to sockets now
+        (``gateway.outgoing``), as the hooks have them: every event to a room or a socket
+        passes here."""
+        eio = self.eio
         hooks = self.hooks
-        if hooks is not None:
-            eio_pkt = hooks.outgoing(eio_sid, eio_pkt)
-            if eio_pkt is None:
+        if len(eio_pkts) == 1:
+            [pkt] = eio_pkts
+            send = eio.send_now
+            if hooks is None:
+                for eio_sid in eio_sids:
+                    send(eio_sid, pkt)
                 return
-        await super()._send_eio_packet(eio_sid, _own_copy(eio_pkt))
+            outgoing = hooks.outgoing
+            for eio_sid in eio_sids:
+                out = outgoing(eio_sid, pkt)
+                if out is not None:
+                    send(eio_sid, out)
+            return
+        send_many = eio.send_many
+        for eio_sid in eio_sids:
+            if hooks is None:
+                send_many(eio_sid, eio_pkts)
+                continue
+            outs = [o for o in (hooks.outgoing(eio_sid, p) for p in eio_pkts) if o is not None]
+            if outs:
+                send_many(eio_sid, outs)
+
+    async def _send_eio_packet(self, eio_sid: str, eio_pkt: Any) -> None:
+        # python-socketio's own managers' path (FanoutManager calls deliver directly).
+        self.deliver((eio_sid,), (eio_pkt,))
 
     async def send_unhooked(self, eio_sid: str, eio_pkt: Any) -> None:
         """Send an engine.io packet to a socket, past the hooks (a recovery replay)."""
-        await super()._send_eio_packet(eio_sid, _own_copy(eio_pkt))
+        self.eio.send_now(eio_sid, eio_pkt)
 
     async def _handle_eio_disconnect(self, eio_sid: str, reason: Any) -> None:
         token = _ENGINE_CLOSING.set(True)
@@ -142,6 +168,10 @@ class GatewayServer(socketio.AsyncServer):  # type: ignore[misc]
         await super()._handle_disconnect(eio_sid, namespace, reason)
 
     async def enter_room(self, sid: str, room: str, namespace: str | None = None) -> None:
+        if self.before_enter is not None:
+            # Events emitted before the socket entered but still waiting to go out together
+            # (``Gateway.emit(coalesce=True)``) must not reach it.
+            await self.before_enter()
         await super().enter_room(sid, room, namespace)
         if self.hooks is not None and (namespace or "/") == "/":
             self.hooks.room_changed(sid, room, True)
@@ -161,35 +191,23 @@ class GatewayServer(socketio.AsyncServer):  # type: ignore[misc]
         self, eio_sid: str, namespace: str | None, id: int | None, data: Any
     ) -> Any:
         # A packet that names no event (not an array starting with a string: python-socketio
-        # would fail on it and drop it, ack unanswered) or names a lifecycle event (which
+        # would fail on it and drop it, ack unanswered), names a lifecycle event (which
         # python-socketio would run: a client emitting "disconnect" would drop its own session
-        # while staying connected) goes to the catch-all as MALFORMED_EVENT, answered
-        # invalid_payload.
+        # while staying connected) or is "*" (the catch-all's own name) goes to the catch-all
+        # as MALFORMED_EVENT, answered invalid_payload.
         if (
             not isinstance(data, list)
             or not data
             or not isinstance(data[0], str)
             or data[0] in self.reserved_events
+            or data[0] == "*"  # python-socketio would call the catch-all without the name
         ):
             data = [MALFORMED_EVENT, data]
         return await super()._handle_event(eio_sid, namespace, id, data)
 
     def _engineio_server_class(self) -> Any:
-        # python-engineio with a bound on each socket's outgoing queue (gateway.limits).
-        return BoundedEngineIO
-
-
-def _own_copy(eio_pkt: Any) -> Any:
-    """A binary engine.io packet of its own for each recipient.
-
-    python-socketio hands one packet object to every member of a room, and python-engineio
-    caches that packet's first encoding without noting which transport it was for: raw bytes
-    for a websocket member, which a polling member (who needs base64 text) then receives,
-    breaking its payload encoding and dropping it. Text packets encode the same for both.
-    """
-    if getattr(eio_pkt, "binary", False):
-        return engineio.packet.Packet(eio_pkt.packet_type, eio_pkt.data)
-    return eio_pkt
+        # python-engineio with the outbox fast path and a bound per socket (gateway.outgoing).
+        return OutgoingEngineIO
 
 
 def _bytes_ext(code: int, data: bytes) -> Any:
@@ -219,11 +237,12 @@ def make_server(settings: Settings) -> GatewayServer:
     """
     payload = engineio.payload.Payload
     payload.max_decode_packets = max(payload.max_decode_packets, settings.max_polling_packets)
-    client_manager = None
+    client_manager: socketio.AsyncManager = FanoutManager()
     if settings.redis:
-        # Multi-node fan-out: every emit to a room reaches that room's sockets on every node.
+        # Multi-node fan-out: every emit to a room reaches that room's sockets on every node
+        # (replaced by gateway.fanout.RedisFanout when the app is built).
         client_manager = socketio.AsyncRedisManager(settings.redis)
-    return GatewayServer(
+    server = GatewayServer(
         async_mode="aiohttp",
         client_manager=client_manager,
         serializer=MsgPackPacket if settings.serializer == "msgpack" else "default",
@@ -236,3 +255,5 @@ def make_server(settings: Settings) -> GatewayServer:
         logger=False,
         engineio_logger=False,
     )
+    server.eio.ws_compression = settings.ws_compression
+    return server

@@ -257,7 +257,7 @@ async def dispatch(
                 if event == MALFORMED_EVENT:
                     raise invalid(
                         "malformed event: the first argument must be an event name "
-                        "(a string other than connect or disconnect)"
+                        "(a string other than connect, disconnect or *)"
                     )
                 raise invalid(f"unknown event {event[:SHOWN_NAME]!r}")
             payload = parse_payload(handler.schema, args[0] if args else None)
@@ -266,7 +266,11 @@ async def dispatch(
     except Exception as exc:
         error = to_wire_error(exc, context=event[:SHOWN_NAME])
         if acked:
+            await gw.settle()
             return {"ok": False, "error": error}
         await gw.emit("error", {**error, "event": event[:SHOWN_NAME]}, to=sid)
         return None
-    return {"ok": True, **result} if acked else None
+    if not acked:
+        return None
+    await gw.settle()  # what was emitted before this answer goes out before it
+    return {"ok": True, **result}

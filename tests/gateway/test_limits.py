@@ -374,7 +374,7 @@ async def test_a_client_that_stops_reading_is_cut_and_blocks_nobody(
                 break
             await asyncio.sleep(0.02)
         assert len(server.gw.sio.eio.sockets) == 1
-        assert len(server.gw.sio.eio.websocket_requests) == 1
+        assert len(server.gw.sio.eio.connections) == 1
         await stalled.ws.close()
     assert (await writer.call("document:join", {"documentId": "d"}))["version"] == version
 

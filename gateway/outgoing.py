@@ -1,0 +1,388 @@
+"""How packets reach clients: a broadcast encoded once, each websocket frame built once and
+written straight to the connections, a bounded backlog per socket.
+
+python-socketio, as shipped, delivers a room emit with one task per recipient; each task puts
+the packet on the recipient's engine.io queue, where the socket's writer task wakes, encodes
+it again and hands it to aiohttp, which builds the frame and writes it: three scheduling hops
+and two encodings per recipient. Profiled at 1,000 recipients that was over half the server's
+time (benchmarks/RESULTS.md). Here, extending python-socketio and python-engineio where they
+are built to be extended (the client manager, the engine.io server class, its websocket
+driver):
+
+- :class:`FanoutManager` encodes an emit once (the Socket.IO packet and its engine.io
+  packets) and hands it to every recipient in one synchronous loop: no task per recipient.
+- :meth:`OutgoingEngineIO.send_now` delivers one packet to one socket. On a websocket whose
+  engine.io writer is idle (nothing queued, nothing being written) and whose TCP buffer is
+  below :data:`HIGH_WATER`, the packet's frame (built once per packet and identical for every
+  recipient, since per-message compression is off by default) goes to the socket's outbox;
+  the outboxes are written once per event-loop iteration, one ``transport.write`` per
+  socket, however many events it got in that iteration (a connect storm's ``user:online``
+  burst costs one write per socket, not one per event). Otherwise (polling, an upgrade in
+  progress, a writer still busy, a full TCP buffer, compression negotiated) the packet goes
+  to python-engineio's queue as before. A frame is written directly only when nothing sent
+  to that socket before it is still waiting, and the outboxes are written before any writer
+  woken after them runs, so each socket receives its packets in the order they were sent.
+- The bound: a socket whose queue holds ``max_queue`` packets is cut (closed without
+  waiting, its queue dropped, its TCP connection aborted; python-socketio's disconnect
+  handlers run). python-engineio queues without bound, so a client that stops reading would
+  otherwise grow the server's memory until its ping timeout, or forever when the writer is
+  blocked on a full TCP window. With the outbox, what a slow client can cost is its TCP
+  buffer up to :data:`HIGH_WATER`, then ``max_queue`` packets.
+
+Per-message compression (permessage-deflate): ``socket.io-client`` offers it, aiohttp accepts
+by default, Node's socket.io server declines by default. Accepted, it costs ~90 KiB of zlib
+state per connection and one compression per recipient per event (the frame can no longer be
+shared); so it is declined unless ``--ws-compression`` is set (then those sockets use the
+queue path).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from struct import Struct
+from typing import Any
+
+import engineio
+import socketio
+from aiohttp import web
+from engineio import packet as eio_packet
+from engineio.async_drivers import aiohttp as engineio_aiohttp
+from socketio import packet as sio_packet
+from socketio.async_pubsub_manager import AsyncPubSubManager
+
+#: Bytes buffered for one socket (in the kernel's stead: what the TCP send buffer did not
+#: take, plus its outbox) above which its packets go through python-engineio's queue, whose
+#: writer waits for the buffer to drain (and whose length is bounded).
+HIGH_WATER = 256 * 1024
+
+_LEN1 = Struct("!BB")
+_LEN2 = Struct("!BBH")
+_LEN3 = Struct("!BBQ")
+_TEXT, _BINARY = 0x81, 0x82  # FIN + opcode
+_FRAME = "collab_frame"  # attribute caching an engine.io packet's websocket frame
+
+
+def websocket_frame(pkt: eio_packet.Packet) -> bytes:
+    """The server-to-client websocket frame (unmasked, uncompressed) of an engine.io packet:
+    the same bytes for every websocket recipient, so built once per packet and cached on it.
+
+    Text packets are their engine.io encoding in UTF-8 (type digit + payload); binary ones are
+    their raw bytes, as python-engineio sends them on a websocket.
+    """
+    frame: bytes | None = pkt.__dict__.get(_FRAME)
+    if frame is not None:
+        return frame
+    if pkt.binary:
+        payload, first = bytes(pkt.data), _BINARY
+    else:
+        payload, first = pkt.encode().encode("utf-8"), _TEXT
+    n = len(payload)
+    if n < 126:
+        header = _LEN1.pack(first, n)
+    elif n < 65536:
+        header = _LEN2.pack(first, 126, n)
+    else:
+        header = _LEN3.pack(first, 127, n)
+    frame = header + payload
+    setattr(pkt, _FRAME, frame)
+    return frame
+
+
+def own_copy(pkt: eio_packet.Packet) -> eio_packet.Packet:
+    """A binary engine.io packet of its own for a recipient served by python-engineio's queue.
+
+    python-engineio caches a packet's first encoding without noting which transport it was
+    for: raw bytes for a websocket, which a polling member (who needs base64 text) would then
+    receive, breaking its payload. Text packets encode the same for both.
+    """
+    if pkt.binary:
+        return eio_packet.Packet(pkt.packet_type, pkt.data)
+    return pkt
+
+
+class Outbox:
+    """Frames waiting to be written to one websocket connection in this loop iteration."""
+
+    __slots__ = ("frames", "live", "size", "transport", "ws")
+
+    def __init__(self, ws: web.WebSocketResponse, transport: asyncio.Transport) -> None:
+        self.ws = ws
+        self.transport = transport
+        self.frames: list[bytes] = []
+        self.size = 0
+        #: Whether the engine.io socket runs on this websocket (an upgrade from polling is
+        #: over; it never goes back).
+        self.live = False
+
+    def check_live(self, socket: Any) -> bool:
+        self.live = bool(socket.upgraded and not socket.upgrading)
+        return self.live
+
+
+class _Connection(engineio_aiohttp.WebSocket):  # type: ignore[misc]
+    """python-engineio's aiohttp websocket driver, with compression as configured and the
+    connection known to :class:`OutgoingEngineIO` (its outbox; its TCP connection, to abort)."""
+
+    async def __call__(self, environ: dict[str, Any]) -> Any:
+        server: OutgoingEngineIO = self.server
+        request = environ["aiohttp.request"]
+        ws = web.WebSocketResponse(
+            max_msg_size=server.max_http_buffer_size, compress=server.ws_compression
+        )
+        self._sock = ws
+        await ws.prepare(request)
+        self.environ = environ
+        socket = getattr(self.handler, "__self__", None)
+        sid = getattr(socket, "sid", None)
+        if sid is not None:
+            server.connections[sid] = request
+            if not ws.compress and request.transport is not None:
+                server.outboxes[sid] = Outbox(ws, request.transport)
+        try:
+            await self.handler(self)
+        finally:
+            if sid is not None:
+                server.connections.pop(sid, None)
+                server.outboxes.pop(sid, None)
+        return ws
+
+
+class OutgoingEngineIO(engineio.AsyncServer):  # type: ignore[misc]
+    """python-engineio's server with :meth:`send_now` (the outbox fast path) and the bound on
+    each socket's queue. Every packet to a client passes :meth:`send_now`: python-socketio's
+    acks and emits through :meth:`send_packet`, broadcasts from :class:`FanoutManager`."""
+
+    _async: dict[str, Any]  # python-engineio's driver table (set by its __init__)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: Packets queued per socket before it is cut; 0 = no bound (python-engineio's own).
+        self.max_queue = 0
+        #: Whether permessage-deflate is accepted when a client offers it.
+        self.ws_compression = False
+        #: Called with the engine.io sid of each socket cut (metrics, log).
+        self.on_overflow: Callable[[str], None] | None = None
+        #: engine.io sid -> the aiohttp request of its websocket, while it runs.
+        self.connections: dict[str, web.Request] = {}
+        #: engine.io sid -> the outbox of its websocket (unless it negotiated compression).
+        self.outboxes: dict[str, Outbox] = {}
+        #: Frames written from outboxes, packets handed to python-engineio's queue (/metrics).
+        self.stats = {"direct": 0, "queued": 0}
+        self._dirty: list[Outbox] = []
+        self._flush_scheduled = False
+        self._cutting: set[str] = set()
+        self._tasks: set[asyncio.Future[Any]] = set()
+        if self._async.get("websocket") is engineio_aiohttp.WebSocket:
+            # A copy: the driver table is python-engineio's module-level dict.
+            self._async = {**self._async, "websocket": _Connection}
+
+    async def send_packet(self, sid: str, pkt: eio_packet.Packet) -> None:
+        self.send_now(sid, pkt)
+
+    def send_now(self, sid: str, pkt: eio_packet.Packet) -> None:
+        """Deliver ``pkt`` to socket ``sid`` without waiting (:meth:`send_many`)."""
+        self.send_many(sid, (pkt,))
+
+    def send_many(self, sid: str, pkts: Sequence[eio_packet.Packet]) -> None:
+        """Deliver ``pkts`` to socket ``sid``, in order, without waiting: into its outbox while
+        its websocket is idle and the outbox below :data:`HIGH_WATER`, the rest onto
+        python-engineio's queue (bounded); a gone socket is skipped, as python-engineio's
+        ``send_packet`` does. (Ping timeouts are python-engineio's service task's to find, as
+        for a socket nothing is sent to.)"""
+        socket = self.sockets.get(sid)
+        if socket is None or socket.closed:
+            return
+        box = self.outboxes.get(sid)
+        if box is not None and _idle(socket, box):
+            frames = box.frames
+            first = not frames
+            size = box.size
+            n = 0
+            for pkt in pkts:
+                if size >= HIGH_WATER:
+                    break
+                frame = websocket_frame(pkt)
+                frames.append(frame)
+                size += len(frame)
+                n += 1
+            box.size = size
+            if first and n:
+                self._dirty.append(box)
+                if not self._flush_scheduled:
+                    self._flush_scheduled = True
+                    asyncio.get_running_loop().call_soon(self._flush)
+            if n == len(pkts):
+                return
+            pkts = pkts[n:]
+        for pkt in pkts:
+            self._enqueue(socket, pkt)
+
+    def _enqueue(self, socket: Any, pkt: eio_packet.Packet) -> None:
+        """python-engineio's path: onto the socket's queue, or cut it when the queue is full."""
+        queue: asyncio.Queue[Any] = socket.queue
+        if self.max_queue and queue.qsize() >= self.max_queue and not socket.closing:
+            if socket.sid not in self._cutting:
+                self._cutting.add(socket.sid)
+                self._spawn(self._cut(socket))
+            return
+        queue.put_nowait(own_copy(pkt))
+        self.stats["queued"] += 1
+
+    def _flush(self) -> None:
+        """Write every outbox: one write per socket."""
+        self._flush_scheduled = False
+        dirty, self._dirty = self._dirty, []
+        written = 0
+        for box in dirty:
+            frames, box.frames, box.size = box.frames, [], 0
+            transport = box.transport
+            if transport.is_closing() or box.ws.closed:
+                continue  # the connection is going: its client reconnects (and may recover)
+            transport.write(frames[0] if len(frames) == 1 else b"".join(frames))
+            written += len(frames)
+        self.stats["direct"] += written
+
+    async def _trigger_event(self, event: str, *args: Any, **kwargs: Any) -> Any:
+        result = await super()._trigger_event(event, *args, **kwargs)
+        if event == "disconnect" and args:
+            socket = self.sockets.get(args[0])
+            if socket is not None and not socket.upgraded:
+                # A polling client's pending GET would otherwise wait out its poll timeout
+                # (ping interval + timeout) on the closed socket's queue, holding the request,
+                # and a graceful shutdown, that long: end it now.
+                socket.queue.put_nowait(None)
+        return result
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _cut(self, socket: Any) -> None:
+        try:
+            if socket.closed or socket.closing:
+                return
+            if self.on_overflow is not None:
+                self.on_overflow(socket.sid)
+            _drain(socket.queue)
+            request = self.connections.pop(socket.sid, None)
+            self.outboxes.pop(socket.sid, None)
+            await socket.close(wait=False, abort=True, reason=self.reason.SERVER_DISCONNECT)
+            _drain(socket.queue)  # what the disconnect handlers queued
+            socket.queue.put_nowait(None)  # wakes the websocket writer or a waiting polling GET
+            transport = request.transport if request is not None else None
+            if transport is not None:
+                transport.abort()
+        finally:
+            self._cutting.discard(socket.sid)
+
+
+def _idle(socket: Any, box: Outbox) -> bool:
+    """Whether a frame for ``socket`` may go to its outbox now: its engine.io writer waits on
+    an empty queue (an asyncio.Queue's items and waiting getters), so it holds nothing not yet
+    written; the socket runs on this websocket; and its TCP connection is open and not backed
+    up (checked at the outbox's first frame of the iteration)."""
+    queue = socket.queue
+    if queue._queue or not queue._getters or not (box.live or box.check_live(socket)):
+        return False
+    if box.frames:
+        return True
+    transport = box.transport
+    return transport.get_write_buffer_size() < HIGH_WATER and not transport.is_closing()
+
+
+def _drain(queue: asyncio.Queue[Any]) -> None:
+    while True:
+        try:
+            queue.get_nowait()
+        except asyncio.QueueEmpty:
+            return
+        queue.task_done()
+
+
+class FanoutManager(socketio.AsyncManager):  # type: ignore[misc]
+    """python-socketio's client manager whose emit (without a callback) encodes once and
+    delivers to every recipient synchronously through the server's ``deliver``
+    (``gateway.sio.GatewayServer.deliver``: the hooks, then :meth:`OutgoingEngineIO.send_now`).
+
+    Emits asking for a callback (a distinct ack id per recipient) keep python-socketio's
+    path. ``gateway.fanout.RedisFanout`` puts this class under python-socketio's pub/sub
+    manager, so a room emit that arrives from another node is delivered the same way."""
+
+    async def emit(
+        self,
+        event: str,
+        data: Any,
+        namespace: str,
+        room: Any = None,
+        skip_sid: Any = None,
+        callback: Any = None,
+        to: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        room = to or room
+        deliver = getattr(self.server, "deliver", None)
+        if callback is not None or deliver is None:
+            await super().emit(
+                event, data, namespace, room=room, skip_sid=skip_sid, callback=callback, **kwargs
+            )
+            return
+        if namespace not in self.rooms:
+            return
+        if isinstance(data, tuple):
+            args = list(data)
+        elif data is not None:
+            args = [data]
+        else:
+            args = []
+        skip = _skipped(skip_sid)
+        eio_pkts = self._packets(namespace, event, args)
+        participants = self.get_participants(namespace, room)
+        if skip:
+            deliver([eio_sid for sid, eio_sid in participants if sid not in skip], eio_pkts)
+        else:
+            deliver([eio_sid for _, eio_sid in participants], eio_pkts)
+
+    async def emit_many(
+        self, namespace: str, room: str, events: Sequence[tuple[str, tuple[Any, ...], Any]]
+    ) -> None:
+        """Emit ``(event, args, skip_sid)`` to ``room``, in order, in one pass over its
+        members: each gets its packets in one call (one outbox write). Through :meth:`emit`,
+        one by one, under python-socketio's pub/sub managers (each event is published)."""
+        deliver = getattr(self.server, "deliver", None)
+        if deliver is None or isinstance(self, AsyncPubSubManager):
+            for event, args, skip_sid in events:
+                await self.emit(event, args, namespace, room=room, skip_sid=skip_sid)
+            return
+        if namespace not in self.rooms:
+            return
+        batch = [
+            (self._packets(namespace, event, list(args)), _skipped(skip_sid))
+            for event, args, skip_sid in events
+        ]
+        everything = [pkt for pkts, _ in batch for pkt in pkts]
+        skipped = {sid for _, skip in batch for sid in skip}
+        for sid, eio_sid in self.get_participants(namespace, room):
+            if sid in skipped:
+                own = [pkt for pkts, skip in batch if sid not in skip for pkt in pkts]
+                if own:
+                    deliver((eio_sid,), own)
+            else:
+                deliver((eio_sid,), everything)
+
+    def _packets(self, namespace: str, event: str, args: list[Any]) -> list[eio_packet.Packet]:
+        """The engine.io packets of an event (one, or more for binary attachments with the
+        JSON serializer), encoded once for every recipient."""
+        pkt = self.server.packet_class(sio_packet.EVENT, namespace=namespace, data=[event, *args])
+        encoded = pkt.encode()
+        parts = encoded if isinstance(encoded, list) else [encoded]
+        return [eio_packet.Packet(eio_packet.MESSAGE, part) for part in parts]
+
+
+def _skipped(skip_sid: Any) -> frozenset[Any] | tuple[Any, ...]:
+    if skip_sid is None:
+        return ()
+    if isinstance(skip_sid, list | tuple | set | frozenset):
+        return frozenset(skip_sid) if len(skip_sid) > 4 else tuple(skip_sid)
+    return (skip_sid,)
