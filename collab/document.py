@@ -53,8 +53,13 @@ class LiveDocument:
         #: Updates of the transactions since the last :meth:`take_update` (pycrdt's
         #: transaction observer hands over exactly what each one changed; asking the doc for
         #: ``get_update(state_vector)`` instead grows with every overwritten entry).
-        self._captured: list[bytes] = []
-        self.doc.observe(lambda event: self._captured.append(event.update))
+        #: The observer holds this list, never ``self``: the callback is owned by the Rust
+        #: document, where Python's cycle collector cannot see it, so a callback referring to
+        #: ``self`` kept every dropped LiveDocument alive (found by the soak: each eviction
+        #: leaked a whole document). The list is therefore only ever cleared, never replaced.
+        captured: list[bytes] = []
+        self._captured = captured
+        self.doc.observe(lambda event: captured.append(event.update))
         self.version = checkpoint.version
         self.checkpoint_version = checkpoint.version
         self.data: dict[str, Any] = ydoc.to_json(self.root)
@@ -78,6 +83,8 @@ class LiveDocument:
         #: Appends accepted by the store but not yet durable; the document is not evictable
         #: while any is pending.
         self.pending = 0
+        #: When the engine last used it (its clock's seconds), for idle eviction.
+        self.last_used = 0.0
 
     @classmethod
     def from_stored(
@@ -108,7 +115,8 @@ class LiveDocument:
     def take_update(self) -> bytes:
         """What the transactions since :meth:`begin` changed, as one Yjs update (the empty
         update if nothing changed)."""
-        captured, self._captured = self._captured, []
+        captured = self._captured[:]
+        self._captured.clear()
         if not captured:
             return EMPTY_UPDATE
         return captured[0] if len(captured) == 1 else merge_updates(*captured)

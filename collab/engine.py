@@ -10,6 +10,10 @@ so the next write to the same document is computed while the previous one is bei
 If the store refuses an append (another node wrote first: :class:`StoreConflict`) or fails,
 the live document is evicted and rebuilt from the store, and the write is retried from the top
 — the one retry loop of the engine, ending in ``internal`` when it runs out.
+
+A live document unused for ``idle_seconds`` (and with nothing pending) is dropped from memory
+by a background sweep and reloaded from the store on next use: everything a write's answer
+depends on (state, version, retained history, opIds, clocks, pending conflicts) is in the store.
 """
 
 from __future__ import annotations
@@ -18,10 +22,11 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import time
 import uuid
 import weakref
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,6 +69,9 @@ class EngineConfig:
     opid_limit: int = 10_000
     #: Live documents kept in memory; idle ones beyond this are evicted (and reloaded).
     max_live_documents: int = 10_000
+    #: Seconds a live document may go unused before it is dropped from memory (and reloaded
+    #: from the store on next use); 0 keeps it until ``max_live_documents`` pushes it out.
+    idle_seconds: float = 300.0
     #: Store compare-and-set retries before a write is answered ``internal``.
     store_retries: int = 16
     limits: Limits = DEFAULT_LIMITS
@@ -99,15 +107,27 @@ def _outcome(live: LiveDocument, **fields: Any) -> Outcome:
 
 
 class Engine:
-    """The document engine. Use as ``async with Engine(store) as engine:``."""
+    """The document engine. Use as ``async with Engine(store) as engine:``. ``clock`` gives
+    the seconds the idle eviction of live documents counts in (tests pass their own)."""
 
-    def __init__(self, store: Store, config: EngineConfig | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        config: EngineConfig | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.store = store
         self.config = config or EngineConfig()
+        if self.config.idle_seconds < 0:
+            raise ValueError("idle_seconds must not be negative (0 turns idle eviction off)")
+        self._now = clock
+        #: Live documents, least recently used first.
         self._docs: OrderedDict[str, LiveDocument] = OrderedDict()
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self._tails: dict[str, asyncio.Future[None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._sweeper: asyncio.Task[None] | None = None
         self._started = False
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -117,14 +137,62 @@ class Engine:
             raise RuntimeError("engine already started")
         await self.store.start()
         self._started = True
+        if self.config.idle_seconds > 0:
+            self._sweeper = asyncio.create_task(self._sweep_idle(), name="collab-engine-idle")
 
     async def stop(self) -> None:
         if not self._started:
             return
+        sweeper, self._sweeper = self._sweeper, None
+        if sweeper is not None:
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
         await self.drain()
         self._started = False
         await self.store.stop()
         self._docs.clear()
+
+    @property
+    def live_documents(self) -> int:
+        """Documents held in memory now."""
+        return len(self._docs)
+
+    def evict_idle(self) -> int:
+        """Drop the live documents unused for ``idle_seconds`` that have nothing pending (no
+        append waiting to be durable, no compaction, nobody holding its lock);
+        how many were dropped. The next use reloads them from the store. Run by a background
+        sweep every quarter of ``idle_seconds`` (at most 30 s)."""
+        idle = self.config.idle_seconds
+        if idle <= 0:
+            return 0
+        cutoff = self._now() - idle
+        dropped = 0
+        for key, live in list(self._docs.items()):
+            if live.last_used > cutoff:
+                break  # least recently used first: the rest are newer
+            lock = self._locks.get(key)
+            if (
+                live.pending == 0
+                and not live.compacting
+                and key not in self._tails
+                and (lock is None or not lock.locked())
+            ):
+                del self._docs[key]
+                dropped += 1
+        return dropped
+
+    async def _sweep_idle(self) -> None:
+        period = max(1.0, min(self.config.idle_seconds / 4, 30.0))
+        while True:
+            await asyncio.sleep(period)
+            try:
+                dropped = self.evict_idle()
+            except Exception:  # never let the sweep die
+                log.exception("idle eviction failed")
+                continue
+            if dropped:
+                log.debug("evicted %d idle live documents", dropped)
 
     async def drain(self) -> None:
         """Wait until every accepted append is durable and background compaction is done."""
@@ -562,6 +630,7 @@ class Engine:
         live = self._docs.get(key)
         if live is not None:
             self._docs.move_to_end(key)
+            live.last_used = self._now()
             return live
         stored = await self.store.load(key)
         if stored is None:
@@ -590,7 +659,9 @@ class Engine:
         return live
 
     def _adopt(self, live: LiveDocument) -> LiveDocument:
+        live.last_used = self._now()
         self._docs[live.key] = live
+        self._docs.move_to_end(live.key)
         if len(self._docs) > self.config.max_live_documents:
             for key in list(self._docs)[: len(self._docs) - self.config.max_live_documents]:
                 other = self._docs[key]

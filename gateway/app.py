@@ -7,7 +7,7 @@ from aiohttp import web
 
 from collab.engine import Engine, EngineConfig
 from collab.store import open_store
-from gateway import fanout, handlers, routes
+from gateway import fanout, handlers, memory, routes
 from gateway.auth import TokenVerifier
 from gateway.config import Settings
 from gateway.context import GATEWAY, Gateway
@@ -28,7 +28,11 @@ def create_app(settings: Settings) -> web.Application:
     verifier = TokenVerifier.from_settings(settings)
     engine = Engine(
         open_store(settings.store),
-        EngineConfig(history_limit=settings.history_limit, limits=document_limits(settings)),
+        EngineConfig(
+            history_limit=settings.history_limit,
+            idle_seconds=settings.document_idle_seconds,
+            limits=document_limits(settings),
+        ),
     )
     sio = make_server(settings)
     presence: Presence = MemoryPresence()
@@ -59,6 +63,7 @@ def create_app(settings: Settings) -> web.Application:
 
     async def start(_: web.Application) -> None:
         await gw.start()
+        gw.spawn(memory.maintain(gw))  # prune and give freed memory back (gateway.memory)
 
     async def shutdown(_: web.Application) -> None:
         await gw.close_connections()

@@ -85,9 +85,13 @@ class Metrics:
         now = self._clock()
         self._closed_at[(company_id, user_id)] = now
         if len(self._closed_at) > 10_000:
-            self._closed_at = {
-                k: t for k, t in self._closed_at.items() if now - t <= RECONNECT_WINDOW
-            }
+            self.prune()
+
+    def prune(self) -> None:
+        """Forget disconnects older than :data:`RECONNECT_WINDOW` (``gateway.memory`` calls
+        it every minute)."""
+        now = self._clock()
+        self._closed_at = {k: t for k, t in self._closed_at.items() if now - t <= RECONNECT_WINDOW}
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""

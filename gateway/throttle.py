@@ -10,8 +10,9 @@ from collections.abc import Callable, Hashable
 class Throttle:
     """Allows a key at most once per ``interval`` seconds.
 
-    Keys whose interval has passed are forgotten when the table grows past ``prune_at``, so
-    memory stays bounded by the keys active within one interval.
+    Keys whose interval has passed are forgotten when the table grows past ``prune_at``, and
+    by :meth:`prune` (``gateway.memory`` calls it every minute), so memory stays bounded by the
+    keys active within one interval.
     """
 
     def __init__(
@@ -34,5 +35,13 @@ class Throttle:
             return False
         self._last[key] = now
         if len(self._last) > self._prune_at:
-            self._last = {k: t for k, t in self._last.items() if now - t < self.interval}
+            self.prune()
         return True
+
+    def prune(self) -> None:
+        """Forget the keys whose interval has passed (they would be allowed anyway)."""
+        now = self._clock()
+        self._last = {k: t for k, t in self._last.items() if now - t < self.interval}
+
+    def __len__(self) -> int:
+        return len(self._last)
