@@ -5,10 +5,10 @@ only once entirely empty), larger ones (event payloads, websocket frames, Yjs st
 buffers) in glibc's heap, whose free chunks stay resident until ``malloc_trim``. After a busy
 period the gateway's own tables shrink back (recovery log, held sessions, live documents: each
 expires on its own clock), but its RSS would not follow. Measured by ``benchmarks/soak.py``
-(1,000 clients): after every retained state had expired, glibc still held ~14 MiB of free
-chunks; ``malloc_trim(0)`` gave back ~11 MiB of them, the difference between passing and
-failing the soak's "RSS within 10% of the post-warm-up level". ``gc.collect()`` beforehand
-changed nothing (the cyclic collector had already run), so it is not done.
+(1,000 clients): after every retained state had expired, glibc held 14 MiB of free chunks and
+``malloc_trim(0)`` gave back 11 MiB of them in one run, 1-2 MiB a minute in others (the rest of
+the excess is CPython's partly used arenas, which no call returns). ``gc.collect()``
+beforehand changed nothing (the cyclic collector had already run), so it is not done.
 
 :func:`maintain` runs in the background (``gateway.app``): every :data:`INTERVAL` seconds it
 prunes expired throttle and reconnection entries and trims the heap, in a worker thread (a
