@@ -46,11 +46,10 @@ from benchmarks.fanout import (
     Loadgen,
     Server,
     digest,
-    drive,
     ensure_node,
     machine_busy_pct,
     ms,
-    shown,
+    run_benchmark,
     stop_on_signals,
     verdict,
 )
@@ -193,12 +192,7 @@ def print_report(results: dict[str, Any]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    done = drive(run(args), print_report, args.output or RESULTS)
-    if done is None:
-        return 130
-    results, out = done
-    print(f"\nwrote {shown(out)} ({results['elapsed_s']:g} s)", flush=True)
-    return 0
+    return run_benchmark(run(args), print_report, args.output or RESULTS)
 
 
 if __name__ == "__main__":

@@ -186,6 +186,18 @@ def drive(
     return results, write_json(output, results)
 
 
+def run_benchmark(
+    work: Any, report: Callable[[dict[str, Any]], None], output: str | Path
+) -> int:
+    """A benchmark's ``main``: :func:`drive`, then say where the JSON went; the exit status."""
+    done = drive(work, report, output)
+    if done is None:
+        return 130
+    results, out = done
+    print(f"\nwrote {shown(out)} ({results['elapsed_s']:g} s)", flush=True)
+    return 0
+
+
 atexit.register(kill_children)
 
 
@@ -1023,12 +1035,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    done = drive(run(args), print_report, args.output or RESULTS)
-    if done is None:
-        return 130
-    results, out = done
-    print(f"\nwrote {shown(out)} ({results['elapsed_s']:g} s)", flush=True)
-    return 0
+    return run_benchmark(run(args), print_report, args.output or RESULTS)
 
 
 def stop_on_signals() -> None:

@@ -82,12 +82,11 @@ from benchmarks.fanout import (
     PROFILES,
     SECRET,
     Server,
-    drive,
     ensure_node,
     machine_busy_pct,
     ms,
     record_profile,
-    shown,
+    run_benchmark,
     spawn,
     stop,
     stop_on_signals,
@@ -155,45 +154,22 @@ def trace_updates(
 ) -> list[bytes]:
     """Every transaction of a concurrent trace as the Yjs update its author's replica made.
 
-    As :func:`collab.traces.replay_concurrent` (each author's replica holds exactly its next
-    transaction's causal history), but each update is the transaction's own (the document's
-    ``observe`` event), as a Yjs client's ``update`` event sends it, not the replica's whole
-    state since the previous one. Authors get ``client_base + agent`` as client ids (their
-    order decides concurrent insertions, and the trace assumes agents ordered by number).
+    The replicas are :func:`collab.traces.concurrent_edits`'s, but each update is the
+    transaction's own (the document's ``observe`` event), as a Yjs client's ``update`` event
+    sends it, not the replica's whole state since the previous one. Authors get
+    ``client_base + agent`` as client ids.
     """
-    txns = trace["txns"]
-    agents: list[Doc[Any]] = []
-    for agent in range(trace["numAgents"]):
-        d: Doc[Any] = Doc(client_id=client_base + agent)
-        d.apply_update(initial_state)
-        agents.append(d)
-    known: list[set[int]] = [set() for _ in agents]
     updates: list[bytes] = []
-    for i, txn in enumerate(txns):
-        a = txn["agent"]
-        doc, seen = agents[a], known[a]
-        needed: list[int] = []
-        stack = [p for p in txn["parents"] if p not in seen]
-        while stack:
-            p = stack.pop()
-            if p in seen:
-                continue
-            seen.add(p)
-            needed.append(p)
-            stack.extend(q for q in txns[p]["parents"] if q not in seen)
-        for p in sorted(needed):
-            doc.apply_update(updates[p])
-        text = doc.get("data", type=Map)[field]
-        assert isinstance(text, Text)
+    edits = traces.concurrent_edits(trace, initial_state, field, updates, client_base)
+    for i, (doc, text, patches) in enumerate(edits):
         made: list[bytes] = []
         sub = doc.observe(lambda event, made=made: made.append(event.update))
         with doc.transaction():
-            traces.edit_text(text, txn["patches"])
+            traces.edit_text(text, patches)
         doc.unobserve(sub)
         if len(made) != 1:
             raise RuntimeError(f"transaction {i}: {len(made)} updates")
         updates.append(made[0])
-        seen.add(i)
     return updates
 
 
@@ -842,12 +818,7 @@ def plan_from(args: argparse.Namespace) -> Plan:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    done = drive(run(args), print_report, args.output or RESULTS)
-    if done is None:
-        return 130
-    results, out = done
-    print(f"\nwrote {shown(out)} ({results['elapsed_s']:g} s)", flush=True)
-    return 0
+    return run_benchmark(run(args), print_report, args.output or RESULTS)
 
 
 if __name__ == "__main__":

@@ -77,27 +77,30 @@ AGENT_CLIENT_BASE = 1_000_000
 SendUpdate = Callable[[bytes], Awaitable[Any]]
 
 
-async def replay_concurrent(
-    trace: dict[str, Any], initial_state: bytes, field: str, send: SendUpdate
-) -> list[bytes]:
-    """Replay a concurrent trace with one Yjs replica per agent.
+def concurrent_edits(
+    trace: dict[str, Any],
+    initial_state: bytes,
+    field: str,
+    updates: list[bytes],
+    client_base: int = AGENT_CLIENT_BASE,
+) -> Iterator[tuple[Doc[Any], Text, list[list[Any]]]]:
+    """Each transaction of a concurrent trace, in order, as ``(replica, text, patches)``: its
+    agent's replica (one per agent) holding exactly the transaction's causal history, brought
+    in as the Yjs updates those transactions made, the ``field`` text to edit there, and the
+    patches. The caller edits and appends the transaction's update to ``updates`` before
+    asking for the next.
 
-    Each agent's replica holds exactly the transactions its next transaction descends from
-    (its parents' causal history, brought in as the Yjs updates those transactions made),
-    edits the ``field`` text there, and sends its own update message through ``send`` — as a
-    real Yjs client editing offline and syncing would. Returns every transaction's update.
+    Concurrent insertions at one position are ordered by client id; the trace's final text
+    assumes agents ordered by number, so agent ``n`` gets ``client_base + n`` (the default
+    offset stays clear of the small ids a test might use).
     """
     txns = trace["txns"]
     agents: list[Doc[Any]] = []
     for agent in range(trace["numAgents"]):
-        # Concurrent insertions at one position are ordered by client id; the trace's final
-        # text assumes agents ordered by number, so each agent gets its number as client id
-        # (offset to stay clear of the small ids a test might use).
-        d: Doc[Any] = Doc(client_id=AGENT_CLIENT_BASE + agent)
+        d: Doc[Any] = Doc(client_id=client_base + agent)
         d.apply_update(initial_state)
         agents.append(d)
     known: list[set[int]] = [set() for _ in agents]
-    updates: list[bytes] = []
     for i, txn in enumerate(txns):
         a = txn["agent"]
         doc, seen = agents[a], known[a]
@@ -114,11 +117,25 @@ async def replay_concurrent(
             doc.apply_update(updates[p])
         text = doc.get("data", type=Map)[field]
         assert isinstance(text, Text)
+        yield doc, text, txn["patches"]
+        if len(updates) != i + 1:
+            raise RuntimeError(f"transaction {i}: its update was not recorded")
+        seen.add(i)
+
+
+async def replay_concurrent(
+    trace: dict[str, Any], initial_state: bytes, field: str, send: SendUpdate
+) -> list[bytes]:
+    """Replay a concurrent trace with one Yjs replica per agent (:func:`concurrent_edits`):
+    each agent edits its replica and sends its own update message through ``send`` — as a
+    real Yjs client editing offline and syncing would. Returns every transaction's update.
+    """
+    updates: list[bytes] = []
+    for doc, text, patches in concurrent_edits(trace, initial_state, field, updates):
         sv = doc.get_state()
         with doc.transaction():
-            edit_text(text, txn["patches"])
+            edit_text(text, patches)
         update = doc.get_update(sv)
         updates.append(update)
-        seen.add(i)
         await send(yjs.create_update_message(update))
     return updates

@@ -322,27 +322,12 @@ class FanoutManager(socketio.AsyncManager):  # type: ignore[misc]
         **kwargs: Any,
     ) -> None:
         room = to or room
-        deliver = getattr(self.server, "deliver", None)
-        if callback is not None or deliver is None:
+        if callback is not None or not hasattr(self.server, "deliver"):
             await super().emit(
                 event, data, namespace, room=room, skip_sid=skip_sid, callback=callback, **kwargs
             )
             return
-        if namespace not in self.rooms:
-            return
-        if isinstance(data, tuple):
-            args = list(data)
-        elif data is not None:
-            args = [data]
-        else:
-            args = []
-        skip = _skipped(skip_sid)
-        eio_pkts = self._packets(namespace, event, args)
-        participants = self.get_participants(namespace, room)
-        if skip:
-            deliver([eio_sid for sid, eio_sid in participants if sid not in skip], eio_pkts)
-        else:
-            deliver([eio_sid for _, eio_sid in participants], eio_pkts)
+        self._deliver(namespace, room, [(event, event_args(data), skip_sid)])
 
     async def emit_many(
         self, namespace: str, room: str, events: Sequence[tuple[str, tuple[Any, ...], Any]]
@@ -350,28 +335,36 @@ class FanoutManager(socketio.AsyncManager):  # type: ignore[misc]
         """Emit ``(event, args, skip_sid)`` to ``room``, in order, in one pass over its
         members: each gets its packets in one call (one outbox write). Through :meth:`emit`,
         one by one, under python-socketio's pub/sub managers (each event is published)."""
-        deliver = getattr(self.server, "deliver", None)
-        if deliver is None or isinstance(self, AsyncPubSubManager):
+        if not hasattr(self.server, "deliver") or isinstance(self, AsyncPubSubManager):
             for event, args, skip_sid in events:
                 await self.emit(event, args, namespace, room=room, skip_sid=skip_sid)
             return
+        self._deliver(namespace, room, events)
+
+    def _deliver(
+        self, namespace: str, room: Any, events: Sequence[tuple[str, tuple[Any, ...], Any]]
+    ) -> None:
+        """Encode ``events`` once and hand each member of ``room`` its packets: all of them,
+        or, to a socket some event skips, the others."""
         if namespace not in self.rooms:
             return
         batch = [
-            (self._packets(namespace, event, list(args)), _skipped(skip_sid))
-            for event, args, skip_sid in events
+            (self._packets(namespace, event, args), _skipped(skip)) for event, args, skip in events
         ]
         everything = [pkt for pkts, _ in batch for pkt in pkts]
         skipped = {sid for _, skip in batch for sid in skip}
+        deliver = self.server.deliver
+        everyone = []
         for sid, eio_sid in self.get_participants(namespace, room):
-            if sid in skipped:
-                own = [pkt for pkts, skip in batch if sid not in skip for pkt in pkts]
-                if own:
-                    deliver((eio_sid,), own)
-            else:
-                deliver((eio_sid,), everything)
+            if sid not in skipped:
+                everyone.append(eio_sid)
+                continue
+            own = [pkt for pkts, skip in batch if sid not in skip for pkt in pkts]
+            if own:
+                deliver((eio_sid,), own)
+        deliver(everyone, everything)
 
-    def _packets(self, namespace: str, event: str, args: list[Any]) -> list[eio_packet.Packet]:
+    def _packets(self, namespace: str, event: str, args: Sequence[Any]) -> list[eio_packet.Packet]:
         """The engine.io packets of an event (one, or more for binary attachments with the
         JSON serializer), encoded once for every recipient."""
         pkt = self.server.packet_class(sio_packet.EVENT, namespace=namespace, data=[event, *args])
@@ -380,9 +373,15 @@ class FanoutManager(socketio.AsyncManager):  # type: ignore[misc]
         return [eio_packet.Packet(eio_packet.MESSAGE, part) for part in parts]
 
 
-def _skipped(skip_sid: Any) -> frozenset[Any] | tuple[Any, ...]:
+def event_args(data: Any) -> tuple[Any, ...]:
+    """Socket.IO event arguments of an emit's ``data``, as python-socketio reads it: a tuple
+    is several arguments, None none, anything else one."""
+    return () if data is None else data if isinstance(data, tuple) else (data,)
+
+
+def _skipped(skip_sid: Any) -> frozenset[Any]:
     if skip_sid is None:
-        return ()
+        return frozenset()
     if isinstance(skip_sid, list | tuple | set | frozenset):
-        return frozenset(skip_sid) if len(skip_sid) > 4 else tuple(skip_sid)
-    return (skip_sid,)
+        return frozenset(skip_sid)
+    return frozenset((skip_sid,))

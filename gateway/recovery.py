@@ -65,6 +65,7 @@ from gateway.eventlog import (
     parse_offset,
 )
 from gateway.offsets import Sequencer, Tag, tag_of
+from gateway.outgoing import event_args
 from gateway.presence import presence_event
 
 if TYPE_CHECKING:
@@ -87,11 +88,6 @@ _PID = re.compile(r"[A-Za-z0-9_-]{16,64}")
 
 #: An event to emit: name, data (a tuple: several arguments), room or sid, sid to skip.
 Emission = tuple[str, Any, str, str | None]
-
-
-def _args(data: Any) -> tuple[Any, ...]:
-    """Socket.IO event arguments of ``data``, as python-socketio reads an emit's data."""
-    return () if data is None else data if isinstance(data, tuple) else (data,)
 
 
 def new_pid() -> str:
@@ -207,7 +203,9 @@ class Recovery:
         ):
             await self.sio.emit(event, data, to=to, skip_sid=skip_sid)
             return
-        await seq.submit(Packet(event, _args(data), to, () if skip_sid is None else (skip_sid,)))
+        await seq.submit(
+            Packet(event, event_args(data), to, () if skip_sid is None else (skip_sid,))
+        )
 
     @property
     def batches(self) -> bool:
@@ -219,47 +217,38 @@ class Recovery:
     async def emit_many(self, emissions: Sequence[Emission]) -> None:
         """Emit ``(event, data, room, skip_sid)`` in order: logged in one append, each run of
         consecutive events to one room delivered in one pass over its members
-        (``gateway.outgoing.FanoutManager.emit_many``). One by one where that would not help:
-        events to a single socket of this node, a log that pauses (Redis)."""
-        seq = self.sequencer
-        if seq is not None and seq.running and not self.batches:
-            for event, data, to, skip in emissions:
-                await self.emit(event, data, to=to, skip_sid=skip)
-            return
-        if seq is None or not seq.running:
-            await self._deliver_runs([(e, _args(d), to, skip) for e, d, to, skip in emissions])
-            return
+        (``gateway.outgoing.FanoutManager.emit_many``); one by one with a log that pauses
+        (``Sequencer.submit_many``)."""
         packets = [
-            Packet(event, _args(data), to, () if skip is None else (skip,))
+            Packet(event, event_args(data), to, () if skip is None else (skip,))
             for event, data, to, skip in emissions
         ]
-        await seq.submit_many(packets, self._deliver_many)
+        seq = self.sequencer
+        if seq is None or not seq.running:
+            await self._deliver_many(packets, [None] * len(packets))
+        else:
+            await seq.submit_many(packets, self._deliver_many)
+
+    async def _deliver(self, packet: Packet, offset: str | None) -> None:
+        await self._deliver_many((packet,), (offset,))
 
     async def _deliver_many(self, packets: Sequence[Packet], offsets: Sequence[str | None]) -> None:
-        runs = []
-        for packet, offset in zip(packets, offsets, strict=True):
-            runs.append(
-                (
-                    packet.event,
-                    self._stamped(packet.args, offset),
-                    packet.room,
-                    packet.skip[0] if packet.skip else None,
-                )
-            )
-        await self._deliver_runs(runs)
-
-    async def _deliver_runs(
-        self, emissions: Sequence[tuple[str, tuple[Any, ...], str, Any]]
-    ) -> None:
+        """Hand ``packets`` to the server's client manager with their offsets, each run of
+        consecutive packets to one room in one call."""
         manager = self.sio.manager
         i = 0
-        while i < len(emissions):
-            room = emissions[i][2]
+        while i < len(packets):
+            room = packets[i].room
             j = i
-            while j < len(emissions) and emissions[j][2] == room:
+            while j < len(packets) and packets[j].room == room:
                 j += 1
             await manager.emit_many(
-                "/", room, [(event, args, skip) for event, args, _, skip in emissions[i:j]]
+                "/",
+                room,
+                [
+                    (p.event, self._stamped(p.args, offset), list(p.skip) or None)
+                    for p, offset in zip(packets[i:j], offsets[i:j], strict=True)
+                ],
             )
             i = j
 
@@ -271,11 +260,6 @@ class Recovery:
         if key is not None and key > self.head:
             self.head = key
         return (*args, offset)
-
-    async def _deliver(self, packet: Packet, offset: str | None) -> None:
-        data = self._stamped(packet.args, offset)
-        skip = list(packet.skip) or None
-        await self.sio.emit(packet.event, data, to=packet.room, skip_sid=skip)
 
     # -- server hooks (gateway.sio.ServerHooks) -------------------------------------------
 

@@ -117,29 +117,14 @@ class GatewayServer(socketio.AsyncServer):  # type: ignore[misc]
         """Send an event's engine.io packets (or a batch of events') to sockets now
         (``gateway.outgoing``), as the hooks have them: every event to a room or a socket
         passes here."""
-        eio = self.eio
-        hooks = self.hooks
-        if len(eio_pkts) == 1:
-            [pkt] = eio_pkts
-            send = eio.send_now
-            if hooks is None:
-                for eio_sid in eio_sids:
-                    send(eio_sid, pkt)
-                return
-            outgoing = hooks.outgoing
-            for eio_sid in eio_sids:
-                out = outgoing(eio_sid, pkt)
-                if out is not None:
-                    send(eio_sid, out)
-            return
-        send_many = eio.send_many
+        send_many = self.eio.send_many
+        outgoing = self.hooks.outgoing if self.hooks is not None else None
         for eio_sid in eio_sids:
-            if hooks is None:
-                send_many(eio_sid, eio_pkts)
-                continue
-            outs = [o for o in (hooks.outgoing(eio_sid, p) for p in eio_pkts) if o is not None]
-            if outs:
-                send_many(eio_sid, outs)
+            pkts = eio_pkts
+            if outgoing is not None:
+                pkts = [out for p in eio_pkts if (out := outgoing(eio_sid, p)) is not None]
+            if pkts:
+                send_many(eio_sid, pkts)
 
     async def _send_eio_packet(self, eio_sid: str, eio_pkt: Any) -> None:
         # python-socketio's own managers' path (FanoutManager calls deliver directly).
