@@ -60,6 +60,8 @@ class LiveDocument:
         captured: list[bytes] = []
         self._captured = captured
         self.doc.observe(lambda event: captured.append(event.update))
+        #: The top-level fields a client's Yjs update touched (:meth:`apply_client_update`).
+        self._watch = ydoc.FieldWatch(self.root)
         self.version = checkpoint.version
         self.checkpoint_version = checkpoint.version
         self.data: dict[str, Any] = ydoc.to_json(self.root)
@@ -107,6 +109,14 @@ class LiveDocument:
             self.doc.apply_update(entry.update)
         self._captured.clear()
         self.record(entry.version, entry.update, entry.meta)
+
+    def apply_client_update(self, update: bytes) -> tuple[dict[str, Any], bytes | None]:
+        """Apply a client's Yjs update: the new JSON view, and the update as integrated
+        (``None`` if it changed nothing: already seen, or waiting for missing dependencies).
+        The caller records the new version (:meth:`record`)."""
+        self._captured.clear()
+        data = ydoc.apply_client_update(self.root, self._watch, update, self.data)
+        return data, self.take_update() if self._captured else None
 
     def begin(self) -> None:
         """Start capturing the updates of the transactions about to run."""

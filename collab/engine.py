@@ -26,7 +26,7 @@ import time
 import uuid
 import weakref
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -98,6 +98,9 @@ class SyncResult:
 
 #: A step's answer asking the retry loop to wait for pending appends and run it again.
 _AGAIN = object()
+
+#: Awaited by a change that has its place in the document's order (``Engine._retrying``).
+Ordered = Callable[[], Awaitable[None]]
 
 
 def _outcome(live: LiveDocument, **fields: Any) -> Outcome:
@@ -280,8 +283,19 @@ class Engine:
 
     # -- writing -------------------------------------------------------------------------
 
-    async def write(self, kind: Kind, doc_id: str, write: Write, *, company_id: str) -> Outcome:
-        """Apply a JSON write by the document's strategy; see the module docstring."""
+    async def write(
+        self,
+        kind: Kind,
+        doc_id: str,
+        write: Write,
+        *,
+        company_id: str,
+        ordered: Ordered | None = None,
+    ) -> Outcome:
+        """Apply a JSON write by the document's strategy; see the module docstring.
+
+        ``ordered`` is awaited once the write has its place in the document's order and only
+        its durability is awaited (see :meth:`_retrying`)."""
         key = self._key(kind, doc_id)
         if (
             not isinstance(write.base_version, int)
@@ -297,7 +311,7 @@ class Engine:
             result = await self._write_locked(live, write)
             return (result, None) if isinstance(result, Outcome) else result
 
-        outcome: Outcome = await self._retrying(key, company_id, step)
+        outcome: Outcome = await self._retrying(key, company_id, step, ordered)
         return outcome
 
     def _pending_tail(
@@ -449,8 +463,10 @@ class Engine:
         author: Author,
         *,
         company_id: str,
+        ordered: Ordered | None = None,
     ) -> Outcome:
-        """Settle a pending manual conflict with the whole resolved document."""
+        """Settle a pending manual conflict with the whole resolved document (``ordered``: as
+        for :meth:`write`)."""
         key = self._key(kind, doc_id)
         if not isinstance(conflict_id, str) or not conflict_id:
             raise invalid("conflictId must be a non-empty string")
@@ -500,13 +516,21 @@ class Engine:
             )
             return outcome, fut
 
-        outcome: Outcome = await self._retrying(key, company_id, step)
+        outcome: Outcome = await self._retrying(key, company_id, step, ordered)
         return outcome
 
     async def sync(
-        self, kind: Kind, doc_id: str, message: Any, author: Author, *, company_id: str
+        self,
+        kind: Kind,
+        doc_id: str,
+        message: Any,
+        author: Author,
+        *,
+        company_id: str,
+        ordered: Ordered | None = None,
     ) -> SyncResult:
-        """Handle one y-protocols sync message from a Yjs replica of the document."""
+        """Handle one y-protocols sync message from a Yjs replica of the document
+        (``ordered``: as for :meth:`write`)."""
         msg = yjs.parse(message)
         key = self._key(kind, doc_id)
 
@@ -523,16 +547,24 @@ class Engine:
             outcome, fut = result
             return SyncResult(None, outcome), fut
 
-        done: SyncResult = await self._retrying(key, company_id, step)
+        done: SyncResult = await self._retrying(key, company_id, step, ordered)
         return done
 
-    async def _retrying(self, key: str, company_id: str, step: Any) -> Any:
+    async def _retrying(
+        self, key: str, company_id: str, step: Any, ordered: Ordered | None = None
+    ) -> Any:
         """The one retry loop: under the document's lock, load and authorize it and run
         ``step``, which returns its answer and the append future to wait for (or ``None``);
         outside the lock, wait until durable. A store that refuses the append (another node
         wrote first) makes the live copy stale: it is dropped and the step runs again, on a
         reload, until ``store_retries`` attempts end in ``internal``. A step may instead ask
-        to wait for pending appends and look again (``_AGAIN``)."""
+        to wait for pending appends and look again (``_AGAIN``).
+
+        ``ordered`` is awaited (once) when a step has applied its change and only durability
+        is left: the caller may then start its next change, which the document's lock orders
+        after this one, so one writer's changes share a commit. A caller that finishes its
+        changes in order (``gateway.sessions.Turn``) keeps a retry first too: the next
+        change's append, on the same stale copy, is refused as well and retried after."""
         for _ in range(self.config.store_retries):
             async with self._lock(key):
                 live = await self._require(key)
@@ -544,6 +576,9 @@ class Engine:
                 with contextlib.suppress(Exception):
                     await fut
                 continue
+            if ordered is not None:
+                await ordered()
+                ordered = None
             try:
                 await fut
             except StoreConflict:
@@ -555,7 +590,7 @@ class Engine:
     def _apply_yjs(
         self, live: LiveDocument, update: bytes, author: Author
     ) -> tuple[Outcome, asyncio.Future[None]] | None:
-        data, applied = self._guarded(live, ydoc.apply_observed, live.root, update, live.data)
+        data, applied = self._guarded(live, live.apply_client_update, update)
         if applied is None:
             return None  # nothing new (already seen, or waiting for missing dependencies)
         data = self._guarded(live, validate_data, data, self.config.limits, live.meta.text_fields)

@@ -18,7 +18,7 @@ from difflib import SequenceMatcher
 from typing import Any
 
 import orjson
-from pycrdt import Array, Doc, Map, Text, merge_updates
+from pycrdt import Array, Doc, Map, Text
 
 from collab.errors import invalid
 from collab.limits import MAX_SAFE_INTEGER
@@ -108,46 +108,57 @@ def _value_json(v: Any) -> Any:
     raise invalid(f"document holds a {type(v).__name__}, which has no JSON form")
 
 
-def apply_observed(
-    root: Map[Any], update: bytes, data: dict[str, Any]
-) -> tuple[dict[str, Any], bytes | None]:
-    """Apply a Yjs update from a client to ``root``'s document and return the new JSON view
-    and the update as integrated (``None`` if it changed nothing).
+class FieldWatch:
+    """Which top-level fields of a document's root map its transactions touch.
 
-    The document's transaction observer says whether anything changed and hands over exactly
-    what did; its deep observer names the top-level fields touched, so only those are
-    converted back to JSON (a keystroke in a 1,000-field document converts one field).
+    One deep observer for the document's lifetime (registering one per update cost more than
+    applying the update). It is registered on the root's integrated (Rust) type, whose
+    events give ``path`` and ``keys`` directly: pycrdt's ``observe_deep`` would first wrap
+    every event, converting its whole delta, for nothing here. The callback holds only
+    ``touched``, never the document (the Rust side owns the callback, out of the cycle
+    collector's sight); the caller keeps the subscription.
     """
-    doc = root.doc
-    captured: list[bytes] = []
-    touched: set[str] = set()
 
-    def on_deep(events: list[Any]) -> None:
-        for event in events:
-            path = event.path
-            if path:
-                touched.add(str(path[0]))
-            else:
-                touched.update(str(k) for k in event.keys)
+    __slots__ = ("subscription", "touched")
 
-    txn_sub = doc.observe(lambda event: captured.append(event.update))
-    deep_sub = root.observe_deep(on_deep)
+    def __init__(self, root: Map[Any]) -> None:
+        touched: set[str] = set()
+        self.touched = touched
+
+        def on_deep(events: list[Any]) -> None:
+            for event in events:
+                path = event.path
+                if path:
+                    touched.add(str(path[0]))
+                else:
+                    touched.update(str(k) for k in event.keys)
+
+        self.subscription = root.integrated.observe_deep(on_deep)
+
+
+def apply_client_update(
+    root: Map[Any], watch: FieldWatch, update: bytes, data: dict[str, Any]
+) -> dict[str, Any]:
+    """Apply a Yjs update from a client to ``root``'s document and return the new JSON view:
+    ``data`` with the fields the update touched (``watch`` names them) converted again, so
+    a keystroke in a 1,000-field document converts one field. Whether it changed anything,
+    and what, is the caller's transaction observer's to say."""
+    touched = watch.touched
+    touched.clear()
     try:
-        doc.apply_update(update)
+        root.doc.apply_update(update)
     except Exception:
         raise invalid("malformed Yjs update") from None
-    finally:
-        doc.unobserve(txn_sub)
-        root.unobserve(deep_sub)
-    if not captured:
-        return data, None
+    if not touched:
+        return data
     out = dict(data)
     for key in touched:
         if key in root:
             out[key] = _value_json(root[key])
         else:
             out.pop(key, None)
-    return out, captured[0] if len(captured) == 1 else merge_updates(*captured)
+    touched.clear()
+    return out
 
 
 def patch(

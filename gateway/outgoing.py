@@ -244,6 +244,11 @@ class OutgoingEngineIO(engineio.AsyncServer):  # type: ignore[misc]
         self.stats["direct"] += written
 
     async def _trigger_event(self, event: str, *args: Any, **kwargs: Any) -> Any:
+        if event == "message":
+            # python-engineio would start a task per incoming message, and python-socketio
+            # then starts one per event (its ``async_handlers``): one is enough. Decoding a
+            # message and starting its event's task run here, in the socket's read loop.
+            kwargs.pop("run_async", None)
         result = await super()._trigger_event(event, *args, **kwargs)
         if event == "disconnect" and args:
             socket = self.sockets.get(args[0])
@@ -345,24 +350,29 @@ class FanoutManager(socketio.AsyncManager):  # type: ignore[misc]
         self, namespace: str, room: Any, events: Sequence[tuple[str, tuple[Any, ...], Any]]
     ) -> None:
         """Encode ``events`` once and hand each member of ``room`` its packets: all of them,
-        or, to a socket some event skips, the others."""
+        or, to a socket some event skips, the others. Nothing is encoded for a room with no
+        recipient (a writer alone in its document's room)."""
         if namespace not in self.rooms:
             return
-        batch = [
-            (self._packets(namespace, event, args), _skipped(skip)) for event, args, skip in events
-        ]
-        everything = [pkt for pkts, _ in batch for pkt in pkts]
-        skipped = {sid for _, skip in batch for sid in skip}
-        deliver = self.server.deliver
-        everyone = []
+        skips = [_skipped(skip) for _, _, skip in events]
+        skipped = frozenset().union(*skips)
+        everyone: list[Any] = []
+        partial: list[tuple[Any, list[int]]] = []
         for sid, eio_sid in self.get_participants(namespace, room):
             if sid not in skipped:
                 everyone.append(eio_sid)
                 continue
-            own = [pkt for pkts, skip in batch if sid not in skip for pkt in pkts]
-            if own:
-                deliver((eio_sid,), own)
-        deliver(everyone, everything)
+            wanted = [i for i, skip in enumerate(skips) if sid not in skip]
+            if wanted:
+                partial.append((eio_sid, wanted))
+        if not everyone and not partial:
+            return
+        packets = [self._packets(namespace, event, args) for event, args, _ in events]
+        deliver = self.server.deliver
+        for eio_sid, wanted in partial:
+            deliver((eio_sid,), [pkt for i in wanted for pkt in packets[i]])
+        if everyone:
+            deliver(everyone, [pkt for pkts in packets for pkt in pkts])
 
     def _packets(self, namespace: str, event: str, args: Sequence[Any]) -> list[eio_packet.Packet]:
         """The engine.io packets of an event (one, or more for binary attachments with the

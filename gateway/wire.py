@@ -32,6 +32,7 @@ from collab.errors import CollabError, ErrorCode, invalid
 from collab.limits import json_type
 from gateway.auth import Identity
 from gateway.jsoncodec import Oversized
+from gateway.sessions import Turn
 
 if TYPE_CHECKING:
     from gateway.context import Gateway
@@ -210,6 +211,9 @@ class Call:
     acked: bool
     #: ``time.perf_counter()`` when the event arrived (delivery latency starts here).
     received_at: float
+    #: Awaited once the event's change has its place in the engine's order and only waits
+    #: for durability: the socket's next event may start (``gateway.sessions.Turn``).
+    ordered: Callable[[], Awaitable[None]]
 
 
 HandlerFn = Callable[["Gateway", Call, P], Awaitable[Ack]]
@@ -239,20 +243,25 @@ async def dispatch(
 ) -> Ack | None:
     """Run one client event through ``handler`` (``None``: an unknown event) and answer it.
 
-    Events of one socket run one at a time, in arrival order (a join is complete before the
-    update that follows it); different sockets run concurrently. The event rates of the
-    connection and of its user are checked first (``gateway.limits.Guard.check_rate``): a
-    refused event is answered ``rate_limited`` at once, without waiting for the socket's turn.
+    Events of one socket take their turn in arrival order (``gateway.sessions.Turn``): a join
+    is complete before the update that follows it, and answers go out in arrival order; a
+    write waiting for durability lets the socket's next event start. Different sockets run
+    concurrently. The event rates of the connection and of its user are checked first
+    (``gateway.limits.Guard.check_rate``): a refused event is answered ``rate_limited`` at
+    once, without waiting for the socket's turn.
     """
     acked = ACK_REQUESTED.get()
     call_started = time.perf_counter()
     gw.metrics.messages.labels(event=handler.event if handler else "unknown").inc()
+    session = gw.sessions.get(sid)
     try:
-        session = gw.sessions.get(sid)
         if session is None:
             raise CollabError(ErrorCode.UNAUTHENTICATED, "this socket is not authenticated")
         gw.guard.check_rate(session.identity, sid)
-        async with session.lock:
+    except Exception as exc:
+        return await _answer(gw, event, sid, acked, exc)
+    async with Turn(session) as turn:
+        try:
             if handler is None:
                 if event == MALFORMED_EVENT:
                     raise invalid(
@@ -261,16 +270,28 @@ async def dispatch(
                     )
                 raise invalid(f"unknown event {event[:SHOWN_NAME]!r}")
             payload = parse_payload(handler.schema, args[0] if args else None)
-            call = Call(sid, session.identity, event, acked, call_started)
-            result = await handler.fn(gw, call, payload)
-    except Exception as exc:
-        error = to_wire_error(exc, context=event[:SHOWN_NAME])
-        if acked:
-            await gw.settle()
-            return {"ok": False, "error": error}
-        await gw.emit("error", {**error, "event": event[:SHOWN_NAME]}, to=sid)
+            call = Call(sid, session.identity, event, acked, call_started, turn.ordered)
+            result: Ack | BaseException = await handler.fn(gw, call, payload)
+        except Exception as exc:
+            result = exc
+        await turn.ordered()  # the events before this one have been answered
+        return await _answer(gw, event, sid, acked, result)
+
+
+async def _answer(
+    gw: Gateway, event: str, sid: str, acked: bool, result: Ack | BaseException
+) -> Ack | None:
+    """The ack of an event (``None`` when none was asked for: a failure then goes to the
+    socket as an ``error`` event). What was emitted before it goes out before it."""
+    if isinstance(result, BaseException):
+        error = to_wire_error(result, context=event[:SHOWN_NAME])
+        if not acked:
+            await gw.emit("error", {**error, "event": event[:SHOWN_NAME]}, to=sid)
+            return None
+        answer: Ack = {"ok": False, "error": error}
+    elif not acked:
         return None
-    if not acked:
-        return None
-    await gw.settle()  # what was emitted before this answer goes out before it
-    return {"ok": True, **result}
+    else:
+        answer = {"ok": True, **result}
+    await gw.settle()
+    return answer

@@ -42,6 +42,7 @@ async def conflict_resolve(gw: Gateway, call: Call, p: ConflictResolve) -> Ack:
         p.resolved_value,
         call.identity.author,
         company_id=call.identity.company_id,
+        ordered=call.ordered,
     )
     await gw.broadcaster.outcome(outcome, call)
     return {"version": outcome.version}

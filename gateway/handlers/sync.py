@@ -37,6 +37,7 @@ async def document_sync(gw: Gateway, call: Call, p: SyncMessage) -> Ack:
         p.message,
         call.identity.author,
         company_id=call.identity.company_id,
+        ordered=call.ordered,
     )
     ack: Ack = {}
     if result.reply is not None:

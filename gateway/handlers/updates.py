@@ -53,7 +53,9 @@ async def apply_write(gw: Gateway, call: Call, kind: Kind, doc_id: str, write: W
     """Write to a joined document, broadcast the outcome, and return the ack's members."""
     gw.require_joined(call, kind, doc_id)
     started = time.perf_counter()
-    outcome = await gw.engine.write(kind, doc_id, write, company_id=call.identity.company_id)
+    outcome = await gw.engine.write(
+        kind, doc_id, write, company_id=call.identity.company_id, ordered=call.ordered
+    )
     if outcome.status in ("merged", "conflict"):
         elapsed = time.perf_counter() - started
         gw.metrics.merge_latency.labels(strategy=outcome.strategy).observe(elapsed)
