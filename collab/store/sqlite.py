@@ -432,14 +432,17 @@ def _head(conn: sqlite3.Connection, key: str) -> int:
 
 def _append(conn: sqlite3.Connection, row: tuple[str, int, bytes, str, str | None]) -> None:
     key, version, _update, _meta, resolves = row
-    head = _head(conn, key)
-    if version != head + 1:
-        raise StoreConflict(key, version - 1, head)
+    # The compare-and-set and the head's move in one statement; the head is read only to
+    # explain a miss (KeyError for an unknown document).
+    moved = conn.execute(
+        "UPDATE documents SET head = ? WHERE key = ? AND head = ?", (version, key, version - 1)
+    ).rowcount
+    if moved != 1:
+        raise StoreConflict(key, version - 1, _head(conn, key))
     conn.execute(
         'INSERT INTO entries (key, version, "update", meta_json, resolves) VALUES (?, ?, ?, ?, ?)',
         row,
     )
-    conn.execute("UPDATE documents SET head = ? WHERE key = ?", (version, key))
     if resolves is not None:
         conn.execute("DELETE FROM conflicts WHERE key = ? AND conflict_id = ?", (key, resolves))
 
