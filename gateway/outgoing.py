@@ -211,7 +211,11 @@ class OutgoingEngineIO(engineio.AsyncServer):  # type: ignore[misc]
                 self._dirty.append(box)
                 if not self._flush_scheduled:
                     self._flush_scheduled = True
-                    asyncio.get_running_loop().call_soon(self._flush)
+                    # Written one iteration later than the next: the events of a few more
+                    # tasks (one writer's pipelined writes, other rooms' broadcasts) share
+                    # the write. Whatever goes to the queue meanwhile first writes this.
+                    loop = asyncio.get_running_loop()
+                    loop.call_soon(loop.call_soon, self._flush)
             if n == len(pkts):
                 return
             pkts = pkts[n:]
@@ -219,7 +223,11 @@ class OutgoingEngineIO(engineio.AsyncServer):  # type: ignore[misc]
             self._enqueue(socket, pkt)
 
     def _enqueue(self, socket: Any, pkt: eio_packet.Packet) -> None:
-        """python-engineio's path: onto the socket's queue, or cut it when the queue is full."""
+        """python-engineio's path: onto the socket's queue, or cut it when the queue is full.
+        Frames still in the socket's outbox were sent before: they are written first."""
+        box = self.outboxes.get(socket.sid)
+        if box is not None and box.frames:
+            self._write(box)
         queue: asyncio.Queue[Any] = socket.queue
         if self.max_queue and queue.qsize() >= self.max_queue and not socket.closing:
             if socket.sid not in self._cutting:
@@ -233,15 +241,17 @@ class OutgoingEngineIO(engineio.AsyncServer):  # type: ignore[misc]
         """Write every outbox: one write per socket."""
         self._flush_scheduled = False
         dirty, self._dirty = self._dirty, []
-        written = 0
         for box in dirty:
-            frames, box.frames, box.size = box.frames, [], 0
-            transport = box.transport
-            if transport.is_closing() or box.ws.closed:
-                continue  # the connection is going: its client reconnects (and may recover)
-            transport.write(frames[0] if len(frames) == 1 else b"".join(frames))
-            written += len(frames)
-        self.stats["direct"] += written
+            if box.frames:
+                self._write(box)
+
+    def _write(self, box: Outbox) -> None:
+        frames, box.frames, box.size = box.frames, [], 0
+        transport = box.transport
+        if transport.is_closing() or box.ws.closed:
+            return  # the connection is going: its client reconnects (and may recover)
+        transport.write(frames[0] if len(frames) == 1 else b"".join(frames))
+        self.stats["direct"] += len(frames)
 
     async def _trigger_event(self, event: str, *args: Any, **kwargs: Any) -> Any:
         if event == "message":

@@ -132,6 +132,31 @@ async def test_bursts_keep_order_on_every_transport(
         await r.sio.disconnect()
 
 
+async def test_nothing_is_queued_ahead_of_the_outbox(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An outbox is written one loop iteration late (so that more events share the write):
+    a packet that must take python-engineio's queue meanwhile first writes the outbox."""
+    monkeypatch.setattr(outgoing, "HIGH_WATER", 3_000)
+    r = Recorder()
+    await r.sio.connect(
+        server.url,
+        auth={"token": server.token("u1", "c1"), "recovery": False},
+        transports=["websocket"],
+        wait_timeout=10,
+    )
+    eio = server.gw.sio.eio
+    eio_sid = server.gw.sio.manager.eio_sid_from_sid(r.sio.get_sid(), "/")
+    socket = eio.sockets[eio_sid]
+    for i in range(3):  # 2,000 bytes each: two fit under the mark, the third is queued
+        await server.gw.emit("project:updated", {"i": i, "pad": "x" * 2_000}, to=company_room("c1"))
+    assert eio.outboxes[eio_sid].frames == []
+    assert socket.queue.qsize() == 1
+    await r.wait_for("project:updated", 3)
+    assert r.sequence("project:updated") == [0, 1, 2]
+    await r.sio.disconnect()
+
+
 async def test_acks_follow_the_events_emitted_before_them(server: Server) -> None:
     """An ack sent after an emit arrives after it, whichever path each took (the contract's
     ``document:updated`` before the writer's next answer)."""
