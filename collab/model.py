@@ -33,8 +33,8 @@ def now_ms() -> float:
 
 def iso(ms: float) -> str:
     """ISO-8601 UTC with milliseconds and ``Z``, exactly as JS ``toISOString()`` writes it."""
-    dt = datetime.fromtimestamp(ms / 1000.0, tz=UTC)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+    # isoformat truncates to milliseconds as toISOString does, and is C (strftime is not).
+    return datetime.fromtimestamp(ms / 1000.0, tz=UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
 def doc_key(kind: Kind, doc_id: str) -> str:
