@@ -11,16 +11,20 @@ rooms it names (CONTRACT.md, "Server → client"). The one place these rules liv
 - duplicate: nothing (the ack says it);
 - every applied change of a document, JSON writes included, to the document's Yjs replicas as
   ``document:sync`` (an update message), never back to the replica that sent it;
-- ``document:updated`` for Yjs writes is coalesced over ``sync_coalesce_ms``: a burst of
-  keystrokes becomes one event carrying the latest state; the last write is never skipped,
-  and a JSON write's own event supersedes a pending one.
+- ``document:updated`` for Yjs writes goes to the document's JSON members (CONTRACT.md: "JSON
+  members of the room get document:updated for such writes"; a replica has the change as
+  ``document:sync`` already) and to the replicas that wrote without an ack (a writer learns
+  its outcome exactly once, in the ack or in the room's events), coalesced over
+  ``sync_coalesce_ms``: a burst of keystrokes becomes one event carrying the latest state;
+  the last write is never skipped, and a JSON write's own event (to the whole room)
+  supersedes a pending one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from collab import yjs
@@ -40,6 +44,14 @@ def replica_room(doc_id: str) -> str:
     start with ``company:``, ``user:``, ``document:`` or ``resource:``).
     """
     return "yjs:" + document_room("document", doc_id)
+
+
+def json_room(doc_id: str) -> str:
+    """The room of a document's members that are not Yjs replicas: entered with the document
+    room at ``document:join``, left at sync step 1 (the socket becomes a replica) and at
+    ``document:leave``. Prefixed ``json:``, as :func:`replica_room` is ``yjs:``, so it counts
+    against no room limit and no id can spell it."""
+    return "json:" + document_room("document", doc_id)
 
 
 def _id_field(outcome: Outcome) -> str:
@@ -81,6 +93,8 @@ class _Pending:
 
     outcome: Outcome
     call: Call
+    #: Replicas that wrote in the window without an ack: the event tells them the outcome.
+    writers: set[str] = field(default_factory=set)
     task: asyncio.Task[None] | None = None
 
 
@@ -121,7 +135,8 @@ class Broadcaster:
         if outcome.via_sync and self.window > 0:
             self._coalesce(outcome, call)
         else:
-            await self._updated(outcome, call)
+            writers = {call.sid} if outcome.via_sync and not call.acked else set()
+            await self._updated(outcome, call, writers)
 
     def _count_conflict(self, outcome: Outcome, call: Call) -> None:
         self.gw.metrics.conflicts.labels(strategy=outcome.strategy).inc()
@@ -138,34 +153,40 @@ class Broadcaster:
             version=outcome.version,
         )
 
-    async def _updated(self, outcome: Outcome, call: Call) -> None:
+    async def _updated(
+        self, outcome: Outcome, call: Call, writers: set[str] | frozenset[str] = frozenset()
+    ) -> None:
         pending = self._pending.get(outcome.key)
         if pending is not None and pending.outcome.version <= outcome.version:
             self._drop(outcome.key)
         event = "document:updated" if outcome.kind == "document" else "resource:updated"
-        await self.gw.emit(
-            event,
-            updated_payload(outcome),
-            to=document_room(outcome.kind, outcome.doc_id),
-            skip_sid=call.sid if call.acked else None,
-        )
+        payload = updated_payload(outcome)
+        if outcome.via_sync:
+            await self.gw.emit(event, payload, to=json_room(outcome.doc_id))
+            for sid in sorted(writers):
+                await self.gw.emit(event, payload, to=sid)
+        else:
+            room = document_room(outcome.kind, outcome.doc_id)
+            skip = call.sid if call.acked else None
+            await self.gw.emit(event, payload, to=room, skip_sid=skip)
         self.gw.metrics.delivery_latency.observe(time.perf_counter() - call.received_at)
 
     def _coalesce(self, outcome: Outcome, call: Call) -> None:
         pending = self._pending.get(outcome.key)
-        if pending is not None:
-            if outcome.version >= pending.outcome.version:
-                pending.outcome, pending.call = outcome, call
-            return
-        pending = _Pending(outcome, call)
-        self._pending[outcome.key] = pending
-        pending.task = asyncio.create_task(self._flush_later(outcome.key, pending))
+        if pending is None:
+            pending = _Pending(outcome, call)
+            self._pending[outcome.key] = pending
+            pending.task = asyncio.create_task(self._flush_later(outcome.key, pending))
+        elif outcome.version >= pending.outcome.version:
+            pending.outcome, pending.call = outcome, call
+        if not call.acked:
+            pending.writers.add(call.sid)
 
     async def _flush_later(self, key: str, pending: _Pending) -> None:
         await asyncio.sleep(self.window)
         if self._pending.get(key) is pending:
             del self._pending[key]
-            await self._updated(pending.outcome, pending.call)
+            await self._updated(pending.outcome, pending.call, pending.writers)
 
     def _drop(self, key: str) -> None:
         pending = self._pending.pop(key, None)

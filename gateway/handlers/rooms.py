@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from collab.errors import invalid
 from collab.model import Kind, iso
 from collab.rooms import document_room
-from gateway.broadcast import replica_room
+from gateway.broadcast import json_room, replica_room
 from gateway.wire import Ack, Call, on
 
 if TYPE_CHECKING:
@@ -71,6 +71,7 @@ async def resource_join(gw: Gateway, call: Call, p: JoinResource) -> Ack:
 async def document_leave(gw: Gateway, call: Call, p: DocumentRef) -> Ack:
     await gw.sio.leave_room(call.sid, document_room("document", p.document_id))
     await gw.sio.leave_room(call.sid, replica_room(p.document_id))
+    await gw.sio.leave_room(call.sid, json_room(p.document_id))
     return {}
 
 
@@ -102,11 +103,18 @@ async def _join(
         text_fields=text_fields,
     )
     room = document_room(kind, doc_id)
-    await gw.sio.enter_room(call.sid, room)
+    rooms = [room]
+    # A JSON member until it syncs as a Yjs replica (gateway.broadcast.json_room); rejoining
+    # does not make a replica a JSON member again.
+    if kind == "document" and replica_room(doc_id) not in gw.sio.rooms(call.sid):
+        rooms.append(json_room(doc_id))
+    for r in rooms:
+        await gw.sio.enter_room(call.sid, r)
     try:
         view = await gw.engine.get(kind, doc_id, company_id=company)
     except BaseException:
-        await gw.sio.leave_room(call.sid, room)
+        for r in rooms:
+            await gw.sio.leave_room(call.sid, r)
         raise
     return {
         ("documentId" if kind == "document" else "resourceId"): doc_id,

@@ -459,7 +459,7 @@ async def test_long_run_gauges(server: Server) -> None:
         for line in text.splitlines()
         if line and not line.startswith("#")
     }
-    assert values["collab_rooms"] == 3  # company, user and document rooms
+    assert values["collab_rooms"] == 4  # company, user, document and its JSON members
     assert values["collab_engineio_sockets"] == 1
     assert values["collab_asyncio_tasks"] > 0
     assert 0 <= values["collab_event_loop_lag_seconds"] < 1

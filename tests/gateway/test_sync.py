@@ -128,9 +128,40 @@ async def test_two_replicas_converge(server: Server) -> None:
     await b.edit(lambda root: root["t"].insert(3, "def"))
     await a.receive()
     assert a.json() == b.json() == {"t": "abcdef"}
-    # Without an ack the Yjs writer hears its own write's document:updated, once.
-    while (await a.client.next("document:updated"))["version"] < 2:
-        pass
+    # Without an ack the Yjs writer learns its outcome from a document:updated (coalesced, it
+    # may carry a later state); a replica whose writes were acknowledged hears none.
+    assert (await a.client.next("document:updated"))["version"] >= 1
+    await b.client.assert_none("document:updated")
+
+
+async def test_yjs_writes_reach_json_members_not_replicas(server: Server) -> None:
+    """CONTRACT.md: "JSON members of the room get document:updated for such writes"; a
+    replica has them as document:sync. JSON writes reach every member, replicas included."""
+    j, r = await setup(server, textFields=["notes"])
+    other = Replica(await server.client("otto"), "d")
+    await other.client.call("document:join", {"documentId": "d"})
+    for rep in (r, other):
+        await rep.sync()
+    ack = await r.edit(lambda root: root["notes"].insert(0, "hi"))
+    assert (await j.next("document:updated"))["version"] == ack["version"] == 1
+    await other.receive()
+    assert other.json() == {"notes": "hi"}
+    for rep in (r, other):
+        await rep.client.assert_none("document:updated")
+
+    await j.call("document:update", {"documentId": "d", "version": 1, "data": {"notes": "hi!"}})
+    for rep in (r, other):
+        assert (await rep.client.next("document:updated"))["version"] == 2
+        await rep.receive()
+        assert rep.json() == {"notes": "hi!"}
+
+    # Leaving and joining again makes a JSON member of a former replica.
+    await other.client.call("document:leave", {"documentId": "d"})
+    await other.client.call("document:join", {"documentId": "d"})
+    await r.edit(lambda root: root["notes"].insert(3, "?"))
+    assert (await other.client.next("document:updated"))["data"] == {"notes": "hi!?"}
+    assert (await j.next("document:updated"))["version"] == 3
+    await r.client.assert_none("document:updated")
 
 
 async def test_sync_requires_a_join(server: Server) -> None:
