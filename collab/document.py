@@ -165,14 +165,17 @@ class LiveDocument:
                 self._states[anchor], *(self.updates[v] for v in range(anchor + 1, a + 1))
             )
             anchor = a
-            self._prune_anchors()
         if anchor == version:
-            return self._states[anchor]
-        state = merge_updates(
-            self._states[anchor], *(self.updates[v] for v in range(anchor + 1, version + 1))
-        )
-        self._states[version] = state
-        self._touch(version)
+            state = self._states[anchor]
+        else:
+            state = merge_updates(
+                self._states[anchor], *(self.updates[v] for v in range(anchor + 1, version + 1))
+            )
+            self._states[version] = state
+            self._touch(version)
+        # Only now: the anchor just built may be older than the ones kept (the history floor,
+        # for a checkpoint), and pruning it before its use failed every compaction.
+        self._prune_anchors()
         return state
 
     def _prune_anchors(self) -> None:

@@ -756,6 +756,9 @@ class Engine:
         in the store."""
         try:
             await self._compact_locked(live)
+        except Exception:
+            # The history stays (bounded only by the next attempt): logged, not lost.
+            log.exception("compaction failed for %s", live.key)
         finally:
             live.compacting = False
 

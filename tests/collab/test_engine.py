@@ -446,3 +446,29 @@ async def test_repeated_stale_merges_by_the_same_authors_stay_consistent(engine:
     final = (await engine.get("document", "d", company_id=C)).data
     assert ydoc.to_json(replica.get("data", type=Map)) == final
     assert all(final["notes"].count(f"<{i}>") == 1 for i in range(60))
+
+
+async def test_compaction_when_the_floor_is_older_than_the_kept_anchors(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Stale writes build a state every 32 versions near the head and only the newest few are
+    kept; the checkpoint's state at the history floor, further back, is built on the way and
+    must not be pruned before it is used (it was: every compaction failed, the log grew)."""
+    store = MemoryStore()
+    async with Engine(store, EngineConfig(history_limit=200)) as e:
+        await doc(e)
+        data: dict[str, int] = {}
+        version = 0
+        for i in range(1, 460):
+            data = {**data, f"k{i % 7}": i}
+            out = await e.write(
+                "document", "d", Write(max(version - 1, 0), data, ANN), company_id=C
+            )
+            version, data = out.version, out.data
+        await e.drain()
+        stored = await store.load("document:d")
+        assert stored is not None
+        assert stored.checkpoint.version > 0 and len(stored.entries) <= 400
+        assert "compaction failed" not in caplog.text
+        old = await e.write("document", "d", Write(version - 150, {"x": 1}, BOB), company_id=C)
+        assert old.status == "merged" and old.data["x"] == 1
