@@ -186,9 +186,7 @@ def drive(
     return results, write_json(output, results)
 
 
-def run_benchmark(
-    work: Any, report: Callable[[dict[str, Any]], None], output: str | Path
-) -> int:
+def run_benchmark(work: Any, report: Callable[[dict[str, Any]], None], output: str | Path) -> int:
     """A benchmark's ``main``: :func:`drive`, then say where the JSON went; the exit status."""
     done = drive(work, report, output)
     if done is None:

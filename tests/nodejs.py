@@ -32,7 +32,10 @@ def node_env() -> Path:
     if not _installed and not marker.exists():
         proc = subprocess.run(
             [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
-            cwd=JS_DIR, capture_output=True, text=True, timeout=600,
+            cwd=JS_DIR,
+            capture_output=True,
+            text=True,
+            timeout=600,
         )
         if proc.returncode != 0:
             pytest.fail(f"npm ci failed in {JS_DIR}:\n{proc.stdout}\n{proc.stderr}")
@@ -40,16 +43,21 @@ def node_env() -> Path:
     return JS_DIR
 
 
-async def run_node(script: str, *args: str, env: dict[str, str] | None = None,
-                   timeout: float = 60.0) -> list[dict[str, Any]]:  # noqa: ASYNC109
+async def run_node(
+    script: str, *args: str, env: dict[str, str] | None = None, timeout: float = 60.0
+) -> list[dict[str, Any]]:  # noqa: ASYNC109
     """Run ``tests/js/<script>`` with Node; it prints one JSON object per line. Returns them.
 
     Fails the test with the script's stderr if it exits non-zero or times out.
     """
     cwd = node_env()
     proc = await asyncio.create_subprocess_exec(
-        "node", str(cwd / script), *args, cwd=cwd,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        "node",
+        str(cwd / script),
+        *args,
+        cwd=cwd,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
         env={**os.environ, **(env or {})},
     )
     try:
@@ -57,9 +65,13 @@ async def run_node(script: str, *args: str, env: dict[str, str] | None = None,
     except TimeoutError:
         proc.kill()
         out, err = await proc.communicate()
-        pytest.fail(f"node {script} timed out after {timeout}s\nstdout:\n{out.decode()}\n"
-                    f"stderr:\n{err.decode()}")
+        pytest.fail(
+            f"node {script} timed out after {timeout}s\nstdout:\n{out.decode()}\n"
+            f"stderr:\n{err.decode()}"
+        )
     if proc.returncode != 0:
-        pytest.fail(f"node {script} exited {proc.returncode}\nstdout:\n{out.decode()}\n"
-                    f"stderr:\n{err.decode()}")
+        pytest.fail(
+            f"node {script} exited {proc.returncode}\nstdout:\n{out.decode()}\n"
+            f"stderr:\n{err.decode()}"
+        )
     return [json.loads(line) for line in out.decode().splitlines() if line.strip()]

@@ -120,8 +120,10 @@ class GatewayProcess:
         self.clients.append(c)
         token = mint_token(SECRET, sub=sub, company_id=company, **claims)
         await c.sio.connect(
-            self.url, auth={"token": token, "recovery": False}, transports=["websocket"],
-            wait_timeout=TIMEOUT
+            self.url,
+            auth={"token": token, "recovery": False},
+            transports=["websocket"],
+            wait_timeout=TIMEOUT,
         )
         return c
 
