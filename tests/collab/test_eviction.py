@@ -184,8 +184,9 @@ async def test_the_sweep_runs_in_the_background() -> None:
 
 
 async def test_an_evicted_document_is_freed() -> None:
-    """Nothing keeps a dropped live document alive (its CRDT's observer once did, from the
-    Rust side where the cycle collector cannot see it: every eviction leaked a document)."""
+    """Nothing keeps a dropped live document alive, nor its CRDT (their observers once did,
+    from the Rust side where the cycle collector cannot see it: every eviction leaked a
+    document; then pycrdt's ``Doc.observe``, whose wrapper holds the ``Doc``, leaked the CRDT)."""
     clock = Clock()
     async with Engine(MemoryStore(), config(), clock=clock) as e:
         await e.open("document", "d", company_id=C, text_fields=["t"])
@@ -193,8 +194,10 @@ async def test_an_evicted_document_is_freed() -> None:
         await e.write("document", "d", Write(1, {"t": "xabc", "n": 1}, BOB), company_id=C)
         await e.drain()
         live = weakref.ref(e._docs["document:d"])
+        crdt = weakref.ref(e._docs["document:d"].doc)
         clock.now += IDLE + 1
         assert e.evict_idle() == 1
         gc.collect()
         assert live() is None
+        assert crdt() is None
         assert (await e.get("document", "d", company_id=C)).data == {"t": "xabc", "n": 1}
