@@ -69,9 +69,7 @@ async def _accept(gw: Gateway, sid: str, identity: Identity) -> None:
         online = {"userId": user, "status": "online", "timestamp": iso(now_ms())}
         # Not to the connecting socket itself: it is not connected yet, and knows.
         # Coalesced: in a connect storm, each member gets a batch of these in one write.
-        await gw.emit(
-            "user:online", online, to=company_room(company), skip_sid=sid, coalesce=True
-        )
+        await gw.emit("user:online", online, to=company_room(company), skip_sid=sid, coalesce=True)
     delay = max(0.0, identity.exp - time.time())
     session.expiry = asyncio.get_running_loop().call_later(
         delay, lambda: gw.spawn(_expire(gw, sid))
@@ -92,9 +90,7 @@ async def disconnect(gw: Gateway, sid: str, reason: Any) -> None:
     if not held and await gw.presence.disconnect(company, user, sid):
         offline = {"userId": user, "status": "offline", "timestamp": iso(now_ms())}
         await gw.emit("user:offline", offline, to=company_room(company), coalesce=True)
-    logs.event(
-        "disconnect", sid=sid, userId=user, companyId=company, reason=str(reason), held=held
-    )
+    logs.event("disconnect", sid=sid, userId=user, companyId=company, reason=str(reason), held=held)
 
 
 async def _expire(gw: Gateway, sid: str) -> None:

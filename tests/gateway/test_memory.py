@@ -4,14 +4,21 @@ memory back (measured by ``benchmarks/soak.py``)."""
 from __future__ import annotations
 
 import asyncio
+import gc
+import json
 import sys
+from pathlib import Path
 from types import SimpleNamespace
 
+import engineio.async_socket
 import pytest
+from aiohttp import web
+from engineio.async_drivers import aiohttp as engineio_aiohttp
 
-from gateway import memory
+from gateway import memory, sio
 from gateway.metrics import RECONNECT_WINDOW, Metrics
 from gateway.throttle import Throttle
+from tests.gateway.conftest import Server
 
 
 class Clock:
@@ -86,3 +93,92 @@ async def test_maintain_without_glibc_still_prunes(monkeypatch: pytest.MonkeyPat
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     assert pruned[:2] == ["typing", "metrics"]
+
+
+# -- connections end without garbage cycles (gateway.sio.quiet_close) ---------------------------
+
+
+def _server_connection_garbage() -> list[str]:
+    """Collect, keeping what was unreachable, and name the server-side connection objects in
+    it (python-engineio's socket, aiohttp's websocket response)."""
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        gc.collect()
+    finally:
+        gc.set_debug(0)
+    found = [
+        type(o).__qualname__
+        for o in gc.garbage
+        if isinstance(o, engineio.async_socket.AsyncSocket | web.WebSocketResponse)
+    ]
+    gc.garbage.clear()
+    return found
+
+
+@pytest.mark.parametrize("leave", [True, False], ids=["client disconnect", "transport close"])
+async def test_a_closed_websocket_leaves_no_reference_cycle(server: Server, leave: bool) -> None:
+    """A websocket that closes is freed by reference counting: python-engineio's driver would
+    raise OSError in its reading task, and the exception's traceback would tie the task, its
+    frames and every object of the connection into a cycle left to the cyclic collector."""
+    gc.collect()
+    gc.disable()
+    try:
+        client = await server.client()
+        await client.call("test:barrier", {})
+        if leave:
+            await client.sio.disconnect()
+        else:
+            await client.sio.eio.disconnect()
+        for _ in range(500):
+            if not server.gw.sio.eio.sockets and not server.gw.sessions.sids():
+                break
+            await asyncio.sleep(0.01)
+        assert not server.gw.sio.eio.sockets
+        await asyncio.sleep(0.05)  # the connection's tasks finish
+        assert _server_connection_garbage() == []
+    finally:
+        gc.enable()
+
+
+async def test_quiet_close_reports_the_end_of_messages_as_none() -> None:
+    """Text and binary messages pass; a close, a closed socket or an error end the messages."""
+    driver = sio.quiet_close(engineio_aiohttp.WebSocket)
+
+    async def wait(data: object) -> object:
+        async def receive() -> SimpleNamespace:
+            return SimpleNamespace(data=data)
+
+        conn = driver(None, None)
+        conn._sock = SimpleNamespace(receive=receive)
+        return await conn.wait()
+
+    assert await wait("2probe") == "2probe"
+    assert await wait(b"\x04bin") == b"\x04bin"
+    assert await wait(1000) is None  # CLOSE: the close code
+    assert await wait(None) is None  # CLOSED, CLOSING
+    assert await wait(RuntimeError("boom")) is None  # ERROR
+
+
+# -- the debug reports (COLLAB_MEMORY_DEBUG) ------------------------------------------------------
+
+
+async def test_debug_reports_are_off_by_default(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(memory.DEBUG_ENV, raising=False)
+    assert memory.install_debug(server.gw) is None
+
+
+async def test_a_debug_report_names_the_tables_and_the_objects(
+    server: Server, tmp_path: Path
+) -> None:
+    client = await server.client()
+    await client.call("test:barrier", {})
+    memory.dump(server.gw, tmp_path, "01")
+    assert (tmp_path / "01.done").exists()
+    assert "arenas allocated current" in (tmp_path / "01-mallocstats.txt").read_text()
+    census = json.loads((tmp_path / "01-census.json").read_text())
+    assert census["tables"]["sessions"] == 1
+    assert census["tables"]["eio.sockets"] == 1
+    assert census["objects"] > 0 and census["ranges"] > 0
+    assert "AsyncSocket" in census["referrers"]
