@@ -64,6 +64,7 @@ def create_app(settings: Settings) -> web.Application:
     async def start(_: web.Application) -> None:
         await gw.start()
         gw.spawn(memory.maintain(gw))  # prune and give freed memory back (gateway.memory)
+        memory.install_debug(gw)  # reports on SIGUSR1 when COLLAB_MEMORY_DEBUG is set
 
     async def shutdown(_: web.Application) -> None:
         await gw.close_connections()
