@@ -55,6 +55,12 @@ from socketio.async_pubsub_manager import AsyncPubSubManager
 #: take, plus its outbox) above which its packets go through python-engineio's queue, whose
 #: writer waits for the buffer to drain (and whose length is bounded).
 HIGH_WATER = 256 * 1024
+#: A flush that would write to at least this many sockets (a broadcast to a large room) waits
+#: :data:`BATCH_WAIT` seconds first, so that the events of the next few loop iterations (one
+#: writer's next writes, each a turn of its socket) share each socket's write: the kernel
+#: write per recipient, not the event, is the cost there. Smaller flushes go out at once.
+BATCH_SOCKETS = 64
+BATCH_WAIT = 0.001
 
 _LEN1 = Struct("!BB")
 _LEN2 = Struct("!BBH")
@@ -171,6 +177,7 @@ class OutgoingEngineIO(engineio.AsyncServer):  # type: ignore[misc]
         self.stats = {"direct": 0, "queued": 0}
         self._dirty: list[Outbox] = []
         self._flush_scheduled = False
+        self._flush_waited = False
         self._cutting: set[str] = set()
         self._tasks: set[asyncio.Future[Any]] = set()
         if self._async.get("websocket") is engineio_aiohttp.WebSocket:
@@ -238,7 +245,13 @@ class OutgoingEngineIO(engineio.AsyncServer):  # type: ignore[misc]
         self.stats["queued"] += 1
 
     def _flush(self) -> None:
-        """Write every outbox: one write per socket."""
+        """Write every outbox: one write per socket (a large broadcast after
+        :data:`BATCH_WAIT`)."""
+        if len(self._dirty) >= BATCH_SOCKETS and not self._flush_waited:
+            self._flush_waited = True
+            asyncio.get_running_loop().call_later(BATCH_WAIT, self._flush)
+            return
+        self._flush_waited = False
         self._flush_scheduled = False
         dirty, self._dirty = self._dirty, []
         for box in dirty:

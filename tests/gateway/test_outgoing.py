@@ -102,12 +102,15 @@ async def _recorders(url: str, token: str) -> dict[str, Recorder]:
     return recorders
 
 
+@pytest.mark.parametrize("batch_sockets", [outgoing.BATCH_SOCKETS, 1])
 async def test_bursts_keep_order_on_every_transport(
-    make_server: ServerFactory, monkeypatch: pytest.MonkeyPatch
+    make_server: ServerFactory, monkeypatch: pytest.MonkeyPatch, batch_sockets: int
 ) -> None:
     # A small high-water mark: within a burst, packets go to the outbox, then (the TCP buffer
     # or the outbox over the mark) to python-engineio's queue, then to the outbox again.
+    # batch_sockets 1: every flush waits BATCH_WAIT first, as a large room's does.
     monkeypatch.setattr(outgoing, "HIGH_WATER", 3_000)
+    monkeypatch.setattr(outgoing, "BATCH_SOCKETS", batch_sockets)
     # python-engineio's client refuses a polling payload of more packets than this (a
     # process-wide class attribute): a burst queued for a polling client exceeds the default.
     monkeypatch.setattr(engineio.payload.Payload, "max_decode_packets", 100_000)
