@@ -44,8 +44,11 @@ def node_env() -> Path:
 
 
 async def run_node(
-    script: str, *args: str, env: dict[str, str] | None = None, timeout: float = 60.0
-) -> list[dict[str, Any]]:  # noqa: ASYNC109
+    script: str,
+    *args: str,
+    env: dict[str, str] | None = None,
+    timeout: float = 60.0,  # noqa: ASYNC109
+) -> list[dict[str, Any]]:
     """Run ``tests/js/<script>`` with Node; it prints one JSON object per line. Returns them.
 
     Fails the test with the script's stderr if it exits non-zero or times out.
