@@ -49,8 +49,9 @@ connection-count growth before):
   the frames that refer to the task and to every object of the connection (~70: aiohttp's
   request, handler, transport, websocket; the engine.io socket and its queue). Only a full
   collection frees those, and they are rare: with 300 clients, 20,267 unreachable objects
-  were still waiting at the baseline, scattered over the arenas. ``gateway.sio.quiet_close``
-  reports a closed websocket as the end of its messages instead: 0 left.
+  were still waiting at the baseline, scattered over the arenas. The gateway's websocket
+  driver (``gateway.outgoing._Connection.wait``) reports a closed websocket as the end of
+  its messages instead: 0 left.
 - Every idle eviction of a document leaked its CRDT: pycrdt's ``Doc.observe`` hands the Rust
   document a callback that holds the Python ``Doc``, a cycle through Rust the collector cannot
   see. The 200 documents evicted after each cycle stayed (glibc's blocks in use: 12.7 MB at the

@@ -157,7 +157,6 @@ def apply_client_update(
             out[key] = _value_json(root[key])
         else:
             out.pop(key, None)
-    touched.clear()
     return out
 
 

@@ -31,6 +31,7 @@ import collections
 import contextlib
 import ctypes
 import ctypes.util
+import functools
 import gc
 import json
 import logging
@@ -52,12 +53,19 @@ log = logging.getLogger("gateway.memory")
 INTERVAL = 60.0
 
 
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
+    """The C library, loaded once; None where it cannot be."""
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return None
+
+
 def malloc_trim() -> Callable[[], int] | None:
     """glibc's ``malloc_trim(0)`` as a callable, or None where there is no such function."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        trim = libc.malloc_trim
-    except (OSError, AttributeError):
+    trim = getattr(_libc(), "malloc_trim", None)
+    if trim is None:
         return None
     trim.argtypes = [ctypes.c_size_t]
     trim.restype = ctypes.c_int
@@ -308,10 +316,8 @@ def mallinfo() -> dict[str, int]:
     class Info(ctypes.Structure):
         _fields_ = [(name, ctypes.c_size_t) for name in names]
 
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        fn = libc.mallinfo2
-    except (OSError, AttributeError):
+    fn = getattr(_libc(), "mallinfo2", None)
+    if fn is None:
         return {}
     fn.restype = Info
     info = fn()

@@ -67,11 +67,8 @@ class Turn:
 
     async def __aexit__(self, *exc: object) -> None:
         try:
-            await self.ordered()
+            await self.ordered()  # lets the next event start before anything can fail
         finally:
-            if self._first:
-                self._first = False
-                self._session.lock.release()
             done = self._done
             if done is not None and not done.done():
                 done.set_result(None)

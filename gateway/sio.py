@@ -25,7 +25,6 @@ import msgpack
 import socketio
 import socketio.msgpack_packet
 from engineio import packet as eio_packet
-from engineio.async_drivers import aiohttp as engineio_aiohttp
 from socketio import packet as sio_packet
 
 from gateway.config import Settings
@@ -192,47 +191,8 @@ class GatewayServer(socketio.AsyncServer):  # type: ignore[misc]
         return await super()._handle_event(eio_sid, namespace, id, data)
 
     def _engineio_server_class(self) -> Any:
-        # python-engineio with the outbox fast path and a bound per socket (gateway.outgoing),
-        # whose websocket connections end without leaving garbage cycles.
-        return GatewayEngineIO
-
-
-class GatewayEngineIO(OutgoingEngineIO):
-    """:class:`OutgoingEngineIO` whose websocket driver reports a closed connection as the end
-    of its messages (None) instead of raising ``OSError`` (:func:`quiet_close`)."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        driver = self._async.get("websocket")
-        if isinstance(driver, type) and issubclass(driver, engineio_aiohttp.WebSocket):
-            self._async = {**self._async, "websocket": quiet_close(driver)}
-
-
-def quiet_close(driver: type[Any]) -> type[Any]:
-    """``driver`` (python-engineio's aiohttp websocket driver, or a subclass) whose ``wait``
-    returns None when the websocket closes, instead of raising ``OSError``.
-
-    python-engineio reads each message in a task (``AsyncSocket._websocket_handler``) and, on
-    anything but text or binary, raises ``OSError``: the failed task keeps the exception, whose
-    traceback keeps the frames that refer back to the task and to every object of the
-    connection (the aiohttp request and its handler, transport, websocket, the engine.io
-    socket and its queue; ~70 objects). Every closed websocket thus left a reference cycle that
-    only a full garbage collection frees, and those are rare: the cycles of a connection
-    storm were promoted to the oldest generation and lingered for minutes, scattered over
-    CPython's 1-MiB arenas, keeping them resident (``benchmarks/soak.py``: a 300-client run
-    still held 20,267 such objects at its baseline; at 1,000 clients all 983 connections of
-    the warm-up were still there). python-engineio's handler already treats None as
-    "connection closed by client" and ends the connection the same way, so the connection is
-    now freed by reference counting as soon as it ends."""
-
-    class QuietClose(driver):  # type: ignore[misc]
-        async def wait(self) -> Any:
-            msg = await self._sock.receive()
-            data = msg.data
-            return data if isinstance(data, str | bytes) else None
-
-    QuietClose.__qualname__ = QuietClose.__name__ = f"QuietClose{driver.__name__}"
-    return QuietClose
+        # python-engineio with the outbox fast path and a bound per socket (gateway.outgoing).
+        return OutgoingEngineIO
 
 
 def _bytes_ext(code: int, data: bytes) -> Any:

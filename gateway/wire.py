@@ -28,6 +28,7 @@ from contextvars import ContextVar
 from dataclasses import MISSING, dataclass, fields
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from collab.engine import Ordered
 from collab.errors import CollabError, ErrorCode, invalid
 from collab.limits import json_type
 from gateway.auth import Identity
@@ -213,7 +214,7 @@ class Call:
     received_at: float
     #: Awaited once the event's change has its place in the engine's order and only waits
     #: for durability: the socket's next event may start (``gateway.sessions.Turn``).
-    ordered: Callable[[], Awaitable[None]]
+    ordered: Ordered
 
 
 HandlerFn = Callable[["Gateway", Call, P], Awaitable[Ack]]

@@ -13,9 +13,8 @@ from types import SimpleNamespace
 import engineio.async_socket
 import pytest
 from aiohttp import web
-from engineio.async_drivers import aiohttp as engineio_aiohttp
 
-from gateway import memory, sio
+from gateway import memory, outgoing
 from gateway.metrics import RECONNECT_WINDOW, Metrics
 from gateway.throttle import Throttle
 from tests.gateway.conftest import Server
@@ -95,7 +94,7 @@ async def test_maintain_without_glibc_still_prunes(monkeypatch: pytest.MonkeyPat
     assert pruned[:2] == ["typing", "metrics"]
 
 
-# -- connections end without garbage cycles (gateway.sio.quiet_close) ---------------------------
+# -- connections end without garbage cycles (gateway.outgoing._Connection.wait) ----------------
 
 
 def _server_connection_garbage() -> list[str]:
@@ -142,7 +141,7 @@ async def test_a_closed_websocket_leaves_no_reference_cycle(server: Server, leav
 
 async def test_quiet_close_reports_the_end_of_messages_as_none() -> None:
     """Text and binary messages pass; a close, a closed socket or an error end the messages."""
-    driver = sio.quiet_close(engineio_aiohttp.WebSocket)
+    driver = outgoing._Connection
 
     async def wait(data: object) -> object:
         async def receive() -> SimpleNamespace:
