@@ -1,6 +1,6 @@
 """The Yjs path (``document:sync``) under load, on a real editing trace: ingest, fan-out to 100
 replicas, and a subscriber that stops reading. ``.venv/bin/python -m benchmarks.yjs [--quick]
-[--target gateway,hocuspocus]``.
+[--target gateway,stock,hocuspocus]``.
 
 Not part of the test suite. The trace is ``friendsforever`` (``collab.traces``: two authors,
 26,078 transactions, 2,258 merges). Before each case the benchmark replays it with one Yjs
@@ -13,7 +13,10 @@ Everything under load runs in processes of its own:
   a temporary folder, event rate limits and the per-user connection cap off; everything else
   its default, ``max_outgoing_packets`` 1,000 included), and, with ``--target hocuspocus``,
   Hocuspocus 3.4 (``benchmarks/baselines/hocuspocus``: ``@hocuspocus/server`` with its
-  defaults, no extensions: in memory, nothing persisted);
+  defaults, no extensions: in memory, nothing persisted), and, with ``--target stock``, the
+  floor of a Python server (``benchmarks/baselines/stock_yjs_server.py``: python-socketio and
+  one pycrdt ``Doc`` per document, nothing else: what the gateway's Socket.IO and CRDT
+  libraries cost at the least for this workload);
 - the load generator, ``benchmarks/yjsload/yjs.mjs`` (Node; yjs, y-protocols,
   ``socket.io-client`` for the gateway, ``ws`` speaking Hocuspocus's protocol for Hocuspocus):
   one writer process, and subscriber processes each holding Yjs replicas.
@@ -64,6 +67,7 @@ import json
 import os
 import signal
 import struct
+import sys
 import tempfile
 import time
 from collections import Counter
@@ -96,8 +100,9 @@ from collab import traces, yjs
 HERE = Path(__file__).resolve().parent
 YJSLOAD = HERE / "yjsload"
 HOCUSPOCUS = HERE / "baselines" / "hocuspocus"
+STOCK_YJS = HERE / "baselines" / "stock_yjs_server.py"
 RESULTS = HERE / "results" / "yjs.json"
-TARGETS = ("gateway", "hocuspocus")
+TARGETS = ("gateway", "stock", "hocuspocus")
 TRACE = "friendsforever"
 FIELDS = ("content", "content2")
 
@@ -116,7 +121,7 @@ ISSUE_TARGETS = {
 
 @dataclass(frozen=True, slots=True)
 class Plan:
-    targets: tuple[str, ...] = ("gateway", "hocuspocus")
+    targets: tuple[str, ...] = TARGETS
     #: Unacknowledged updates the writer keeps in flight.
     window: int = 32
     subscribers: int = 100
@@ -278,7 +283,19 @@ class HocuspocusServer(Server):
         ]
 
 
+class StockYjsServer(Server):
+    """``benchmarks/baselines/stock_yjs_server.py``: python-socketio and pycrdt alone."""
+
+    def __init__(self, folder: Path) -> None:
+        super().__init__("stock", folder)
+
+    def argv(self) -> list[str]:
+        return [sys.executable, str(STOCK_YJS), "--host", "127.0.0.1", "--port", str(self.port)]
+
+
 def make_server(target: str, folder: Path, plan: Plan) -> Server:
+    if target == "stock":
+        return StockYjsServer(folder)
     if target == "gateway":
         root = Path(plan.gateway_root).resolve() if plan.gateway_root else None
         server = GatewayServer(folder, plan.store, root)
@@ -724,11 +741,13 @@ def print_report(results: dict[str, Any]) -> None:
     by = {(c["target"], c["case"]): c for c in results["cases"]}
     ratios = []
     for case, key in (("ingest", "acked_per_s"), ("fanout", "deliveries_per_s")):
-        g, h = by.get(("gateway", case)), by.get(("hocuspocus", case))
-        if g and h:
-            gv = g["writer"][key] if key == "acked_per_s" else g["subscribers"][key]
-            hv = h["writer"][key] if key == "acked_per_s" else h["subscribers"][key]
-            ratios.append(f"{case}: gateway / hocuspocus = {gv / hv:.2f}")
+        g = by.get(("gateway", case))
+        for other in ("hocuspocus", "stock"):
+            h = by.get((other, case))
+            if g and h:
+                gv = g["writer"][key] if key == "acked_per_s" else g["subscribers"][key]
+                hv = h["writer"][key] if key == "acked_per_s" else h["subscribers"][key]
+                ratios.append(f"{case}: gateway / {other} = {gv / hv:.2f}")
     t = results["issue_targets"]
     print(
         "\nIssue 7's figures (elsewhere, same trace): ingest "
@@ -772,7 +791,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--quick", action="store_true", help="smaller cases (< 2 minutes)")
-    parser.add_argument("--target", help="gateway, hocuspocus or both (default both)")
+    parser.add_argument(
+        "--target", help="gateway, stock, hocuspocus (comma-separated; default all)"
+    )
     parser.add_argument("--cases", help="ingest, fanout, slow (default all)")
     parser.add_argument("--window", type=int, help="unacked updates in flight (default 32)")
     parser.add_argument("--subscribers", type=int, help="replicas in the fan-out case (100)")
