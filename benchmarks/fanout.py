@@ -122,6 +122,8 @@ class Plan:
     #: Handshakes in flight while connecting.
     concurrency: int = 100
     storm: bool = True
+    #: Only the connect phases (one user, then the storm): no publish phase.
+    connect_only: bool = False
     deflate: bool = True
     rooms: tuple[str, ...] = ("company", "document")
     #: Sample a Python server with py-spy during each saturation phase (perturbs the figures).
@@ -436,6 +438,119 @@ async def serving(target: str, logdir: Path, plan: Plan) -> Any:
         await server.stop()
 
 
+def proc_ticks(pid: int) -> int | None:
+    """A process's CPU time so far (user + system), in clock ticks; None once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+
+
+def descendants(pid: int) -> list[int]:
+    """``pid`` and every process below it (the load generator and its workers)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        with contextlib.suppress(OSError):
+            todo += [int(c) for c in Path(f"/proc/{p}/task/{p}/children").read_text().split()]
+    return out
+
+
+def machine_ticks() -> int:
+    """Busy clock ticks of the whole machine so far (every core; idle and iowait left out)."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n")[0].split()[1:9]]
+    return sum(values) - values[3] - values[4]
+
+
+class CpuSampler:
+    """Samples, every ``period`` seconds, the CPU time of the server, of the load generator
+    (coordinator and workers, each) and of the machine, so that a connect phase can say which
+    process ran out: the connect command reports no CPU of its own (a storm's cost is shared
+    between the server sending ``user:online`` and the workers parsing it)."""
+
+    def __init__(self, server_pid: int, loadgen_pid: int, period: float = 0.05) -> None:
+        self.server_pid = server_pid
+        self.loadgen_pid = loadgen_pid
+        self.period = period
+        #: (wall time, server ticks, {loadgen pid: ticks}, machine ticks)
+        self.samples: list[tuple[float, int, dict[int, int], int]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    def sample(self) -> None:
+        pids = descendants(self.loadgen_pid)
+        loadgen = {p: t for p in pids if (t := proc_ticks(p)) is not None}
+        self.samples.append(
+            (time.time(), proc_ticks(self.server_pid) or 0, loadgen, machine_ticks())
+        )
+
+    async def _run(self) -> None:
+        while True:
+            self.sample()
+            await asyncio.sleep(self.period)
+
+    def __enter__(self) -> CpuSampler:
+        self._task = asyncio.create_task(self._run())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        self.sample()
+
+    def between(self, t0: float, t1: float) -> dict[str, Any] | None:
+        """CPU % of one core from the sample nearest ``t0`` to the one nearest ``t1`` (wall
+        seconds): server, loadgen (all its processes), its busiest process, the machine."""
+        if len(self.samples) < 2 or t1 <= t0:
+            return None
+        a = min(self.samples, key=lambda x: abs(x[0] - t0))
+        b = min(self.samples, key=lambda x: abs(x[0] - t1))
+        dt = b[0] - a[0]
+        if dt <= 0:
+            return None
+        hz = os.sysconf("SC_CLK_TCK")
+
+        def pct(ticks: int) -> float:
+            return round(100.0 * ticks / hz / dt, 1)
+
+        per = {p: b[2][p] - a[2].get(p, 0) for p in b[2]}
+        server, loadgen, machine = pct(b[1] - a[1]), pct(sum(per.values())), pct(b[3] - a[3])
+        return {
+            "seconds": round(dt, 2),
+            "server_pct": server,
+            "loadgen_pct": loadgen,
+            "loadgen_max_proc_pct": pct(max(per.values(), default=0)),
+            "machine_pct": machine,
+            "others_pct": round(max(0.0, machine - server - loadgen), 1),
+        }
+
+
+async def measured_connect(
+    server: Server, loadgen: Loadgen, plan: Plan, clients: int, users: str
+) -> dict[str, Any]:
+    """The loadgen's ``connect`` command, with each process's CPU over the connect window
+    (first handshake to last connect) and over the settling of the presence storm (last
+    connect to last ``user:online``); with ``--profile``, py-spy samples the server meanwhile."""
+    assert loadgen.proc is not None
+    profile = None
+    if plan.profile and server.target != "node":
+        name = f"{server.target}-{clients}-connect-{users}.txt"
+        profile = asyncio.create_task(record_profile(server.pid, 0.1, 2.0, PROFILES / name))
+    started = time.time() + 0.05  # the loadgen starts connecting 50 ms after the command
+    with CpuSampler(server.pid, loadgen.proc.pid) as cpu:
+        connect = await loadgen.command(
+            cmd="connect", clients=clients, users=users, concurrency=plan.concurrency, within=300
+        )
+    connected = started + (connect.get("seconds") or 0)
+    connect["cpu_connect"] = cpu.between(started, connected)
+    settled = connect.get("presence_settled_s")
+    connect["cpu_settle"] = cpu.between(connected, started + settled) if settled else None
+    if profile is not None:
+        connect["profile"] = await profile
+    return connect
+
+
 # -- the workload -----------------------------------------------------------------------------
 
 
@@ -629,13 +744,7 @@ async def run_fanout(target: str, clients: int, plan: Plan, logdir: Path) -> dic
     async with serving(target, logdir, plan) as (server, loadgen):
         await asyncio.sleep(0.5)
         rss0 = server.rss_mib()
-        connect = await loadgen.command(
-            cmd="connect",
-            clients=clients,
-            users="one",
-            concurrency=plan.concurrency,
-            within=300,
-        )
+        connect = await measured_connect(server, loadgen, plan, clients, "one")
         if connect["connected"] < clients:
             raise RuntimeError(
                 f"{target}: only {connect['connected']}/{clients} connected: {connect['errors']}"
@@ -644,7 +753,7 @@ async def run_fanout(target: str, clients: int, plan: Plan, logdir: Path) -> dic
         rss = server.rss_mib()
         phases: dict[str, Any] = {}
         document = f"fanout-{clients}-{int(time.time())}"
-        for room in plan.rooms:
+        for room in () if plan.connect_only else plan.rooms:
             if room == "document":
                 joined = await loadgen.command(cmd="join", documentId=document, within=120)
                 if joined["joined"] < clients:
@@ -673,13 +782,7 @@ async def run_storm(target: str, clients: int, plan: Plan, logdir: Path) -> dict
     async with serving(target, logdir, plan) as (server, loadgen):
         await asyncio.sleep(0.5)
         rss0 = server.rss_mib()
-        connect = await loadgen.command(
-            cmd="connect",
-            clients=clients,
-            users="distinct",
-            concurrency=plan.concurrency,
-            within=300,
-        )
+        connect = await measured_connect(server, loadgen, plan, clients, "distinct")
         await asyncio.sleep(1.0)
         rss = server.rss_mib()
     return {
@@ -746,6 +849,9 @@ def connect_rows(results: dict[str, Any]) -> list[list[str]]:
                         / run["clients"]
                     ),
                     {True: "yes", False: "no"}.get(c.get("deflate"), "?"),
+                    fmt((c.get("cpu_connect") or {}).get("server_pct")),
+                    fmt((c.get("cpu_connect") or {}).get("loadgen_pct")),
+                    fmt((c.get("cpu_connect") or {}).get("others_pct")),
                 ]
             )
     return rows
@@ -806,6 +912,9 @@ def print_report(results: dict[str, Any]) -> None:
             "RSS idle",
             "KiB/socket",
             "deflate",
+            "server CPU %",
+            "loadgen CPU %",
+            "others %",
         ],
         connect_rows(results),
     )
@@ -947,6 +1056,11 @@ def parse_args(argv: Sequence[str] | None, description: str = __doc__ or "") -> 
     parser.add_argument("--rooms", help="company, document or both (default both)")
     parser.add_argument("--no-storm", action="store_true", help="skip the connect storm")
     parser.add_argument(
+        "--connect-only",
+        action="store_true",
+        help="only the connect phases (one user, distinct users): no publish phase",
+    )
+    parser.add_argument(
         "--no-deflate", action="store_true", help="clients do not offer permessage-deflate"
     )
     parser.add_argument(
@@ -977,6 +1091,8 @@ def plan_from(args: argparse.Namespace) -> Plan:
         changes["rooms"] = tuple(r.strip() for r in args.rooms.split(","))
     if getattr(args, "no_storm", False):
         changes["storm"] = False
+    if getattr(args, "connect_only", False):
+        changes["connect_only"] = True
     if args.no_deflate:
         changes["deflate"] = False
     if getattr(args, "profile", False):

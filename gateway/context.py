@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Coroutine
+from contextvars import ContextVar
 from typing import Any
 
 from aiohttp import web
@@ -24,15 +25,16 @@ from gateway.config import Settings
 from gateway.limits import Guard
 from gateway.metrics import Metrics
 from gateway.presence import Presence, announce_changes, keep_alive, presence_event
+from gateway.presence.coalesce import Coalescer
 from gateway.publisher import LocalPublisher
-from gateway.recovery import Emission, Recovery
+from gateway.recovery import Recovery
 from gateway.sessions import Sessions
 from gateway.sio import GatewayServer
 from gateway.throttle import Throttle
 from gateway.wire import Call
 
-#: Longest an ``emit(coalesce=True)`` waits for others to go out with (seconds).
-COALESCE_SECONDS = 0.01
+#: Set while a new connection enters its rooms (:meth:`Gateway.enter_new`): no flush first.
+_ENTERING_NEW: ContextVar[bool] = ContextVar("collab_entering_new", default=False)
 
 
 class Gateway:
@@ -68,10 +70,10 @@ class Gateway:
         self.guard = Guard(self)
         #: Connection state recovery: the emit path's log and offsets (gateway.recovery).
         self.recovery = Recovery(self)
-        #: Events waiting to go out together (``emit(coalesce=True)``), and their timer.
-        self._coalesced: list[Emission] = []
-        self._coalesce_timer: asyncio.TimerHandle | None = None
-        sio.before_enter = self.settle
+        #: Events waiting to go out together (``emit(coalesce=True)``: presence), with the
+        #: adaptive window (``gateway.presence.coalesce``).
+        self.coalescer = Coalescer(self.recovery.emit_many, self.spawn)
+        sio.before_enter = self._before_enter
 
     async def start(self) -> None:
         await self.engine.start()
@@ -157,34 +159,45 @@ class Gateway:
         to the clients that opted in (``gateway.recovery``); returns once this node has
         delivered it, so an ack sent afterwards follows it.
 
-        ``coalesce``: the event may wait up to :data:`COALESCE_SECONDS` to go out with others
-        in one pass over the recipients (presence in a connect storm: each recipient gets the
-        batch in one write). It still goes out before any event emitted after it and before
-        any ack (:meth:`settle`), so no client sees a different order. Only where emitting a
-        batch cannot interleave with other emits (one node's in-memory recovery log, or
-        recovery off); otherwise emitted at once.
+        ``coalesce``: the event may be held, a window of 10 ms to 200 ms that grows while
+        such events keep coming (``gateway.presence.coalesce``: presence in a connect storm),
+        to go out with others in one pass over the recipients, each recipient getting the
+        batch in one write. Its recipients are those of the moment it is emitted (a new
+        connection entering the room meanwhile is skipped: :meth:`enter_new`), and it goes out
+        before any event emitted after it, any ack (:meth:`settle`) and any other room entry,
+        so no client sees a different order. Only where emitting a batch cannot interleave
+        with other emits (one node's in-memory recovery log, or recovery off); otherwise
+        emitted at once.
         """
         self.metrics.sent.labels(event=event).inc()
         if coalesce and self.recovery.batches:
-            self._coalesced.append((event, data, to, skip_sid))
-            if self._coalesce_timer is None:
-                loop = asyncio.get_running_loop()
-                self._coalesce_timer = loop.call_later(
-                    COALESCE_SECONDS, lambda: self.spawn(self.settle())
-                )
+            self.coalescer.hold(event, data, to, skip_sid)
             return
-        if self._coalesced:
-            await self.settle()
+        if self.coalescer:
+            await self.coalescer.flush()
         await self.recovery.emit(event, data, to=to, skip_sid=skip_sid)
 
     async def settle(self) -> None:
-        """Send the coalesced events now (``emit(coalesce=True)``), in order."""
-        if self._coalesce_timer is not None:
-            self._coalesce_timer.cancel()
-            self._coalesce_timer = None
-        if self._coalesced:
-            batch, self._coalesced = self._coalesced, []
-            await self.recovery.emit_many(batch)
+        """Send the held events now (``emit(coalesce=True)``), in order."""
+        await self.coalescer.flush()
+
+    async def enter_new(self, sid: str, room: str) -> None:
+        """A new connection enters ``room`` (its company or user room, from the connect
+        handler) without flushing the held events first: they were emitted before it entered
+        and skip it (``Coalescer.entered``), as they would have had they gone out at once. A
+        flush per connection would leave nothing to coalesce in a connect storm."""
+        token = _ENTERING_NEW.set(True)
+        try:
+            await self.sio.enter_room(sid, room)
+        finally:
+            _ENTERING_NEW.reset(token)
+        self.coalescer.entered(sid, room)
+
+    async def _before_enter(self) -> None:
+        """Before a socket enters a room (``GatewayServer.before_enter``): send the held events
+        first, which must not reach it; except for a new connection (:meth:`enter_new`)."""
+        if not _ENTERING_NEW.get():
+            await self.coalescer.flush()
 
     def require_joined(self, call: Call, kind: Kind, doc_id: str) -> None:
         """Refuse (``forbidden``) an event about a document the socket has not joined."""

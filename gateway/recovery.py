@@ -86,8 +86,9 @@ REPLAY_BATCH = 64
 _PID = re.compile(r"[A-Za-z0-9_-]{16,64}")
 
 
-#: An event to emit: name, data (a tuple: several arguments), room or sid, sid to skip.
-Emission = tuple[str, Any, str, str | None]
+#: An event to emit: name, data (a tuple: several arguments), room or sid, the sid or sids
+#: to skip.
+Emission = tuple[str, Any, str, str | tuple[str, ...] | None]
 
 
 def new_pid() -> str:
@@ -220,7 +221,12 @@ class Recovery:
         (``gateway.outgoing.FanoutManager.emit_many``); one by one with a log that pauses
         (``Sequencer.submit_many``)."""
         packets = [
-            Packet(event, event_args(data), to, () if skip is None else (skip,))
+            Packet(
+                event,
+                event_args(data),
+                to,
+                () if skip is None else (skip,) if isinstance(skip, str) else skip,
+            )
             for event, data, to, skip in emissions
         ]
         seq = self.sequencer

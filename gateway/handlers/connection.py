@@ -62,13 +62,16 @@ async def _accept(gw: Gateway, sid: str, identity: Identity) -> None:
     company, user = identity.company_id, identity.user_id
     # A recovered session (gateway.recovery) gets its rooms back, these two among them, and
     # the events it missed; its user is still counted online (held), so nothing is announced.
+    # A new socket enters its rooms without flushing the held presence events: they skip it
+    # (it was not there when they were emitted), so a storm's announcements keep coalescing.
     if not await gw.recovery.restore(sid, identity):
-        await gw.sio.enter_room(sid, company_room(company))
-        await gw.sio.enter_room(sid, user_room(company, user))
+        await gw.enter_new(sid, company_room(company))
+        await gw.enter_new(sid, user_room(company, user))
     if await gw.presence.connect(company, user, sid):
         online = {"userId": user, "status": "online", "timestamp": iso(now_ms())}
         # Not to the connecting socket itself: it is not connected yet, and knows.
-        # Coalesced: in a connect storm, each member gets a batch of these in one write.
+        # Coalesced (gateway.presence.coalesce): in a connect storm, each member gets these
+        # in a few batches, each in one write.
         await gw.emit("user:online", online, to=company_room(company), skip_sid=sid, coalesce=True)
     delay = max(0.0, identity.exp - time.time())
     session.expiry = asyncio.get_running_loop().call_later(

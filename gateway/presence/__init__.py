@@ -11,7 +11,8 @@ closes (tabs, devices and nodes counted), even when a node dies with its connect
 - :class:`MemoryPresence` (the single-node default) and :class:`RedisPresence` (selected with
   ``--redis``) are the two ready-made combinations; :func:`keep_alive` is the heartbeat task.
 
-Modules: ``base`` (the Protocols and the node), ``memory``, ``redis``; the contract suite every
+Modules: ``base`` (the Protocols and the node), ``memory``, ``redis``, ``coalesce`` (announcements
+held in an adaptive window and sent in batches: a connect storm); the contract suite every
 backend passes is ``tests/gateway/test_presence_contract.py``.
 
 How a dead node's users go offline: every node's entry carries a deadline (now + ``ttl``,
