@@ -14,14 +14,30 @@ driver):
 - :meth:`OutgoingEngineIO.send_now` delivers one packet to one socket. On a websocket whose
   engine.io writer is idle (nothing queued, nothing being written) and whose TCP buffer is
   below :data:`HIGH_WATER`, the packet's frame (built once per packet and identical for every
-  recipient, since per-message compression is off by default) goes to the socket's outbox;
-  the outboxes are written once per event-loop iteration, one ``transport.write`` per
-  socket, however many events it got in that iteration (a connect storm's ``user:online``
-  burst costs one write per socket, not one per event). Otherwise (polling, an upgrade in
-  progress, a writer still busy, a full TCP buffer, compression negotiated) the packet goes
-  to python-engineio's queue as before. A frame is written directly only when nothing sent
-  to that socket before it is still waiting, and the outboxes are written before any writer
-  woken after them runs, so each socket receives its packets in the order they were sent.
+  recipient, since per-message compression is off by default) is written by the gateway
+  itself, one of two ways:
+
+  - *under load* (something was written less than :data:`IDLE_GAP` ago, or less than
+    :data:`IDLE_RATIO` times as long ago as those writes took) it goes to the
+    socket's outbox; the outboxes are written once per event-loop iteration, one
+    ``transport.write`` per socket, however many events it got in that iteration (a connect
+    storm's ``user:online`` burst costs one write per socket, not one per event), one
+    iteration later than the next and, for 64 sockets or more, after :data:`BATCH_WAIT`, so
+    that the next events share the write: at saturation the kernel write per recipient is
+    the cost;
+  - *idle* (an event now and then: 10 a second to 1,000 sockets, say) it is
+    written at once, each recipient as the broadcast reaches it. No other event is coming to
+    share the write, and an outbox would hold the first recipient's frame until the last
+    one's was ready: at 1,000 recipients the first byte left ~5 ms after the event arrived,
+    against ~1 ms written at once (``benchmarks/compare.py``'s latency phase). The mode is
+    decided at the first packet of a loop iteration for the rest of it, and only when no
+    flush is pending, so a frame written at once never overtakes one in an outbox.
+
+  Otherwise (polling, an upgrade in progress, a writer still busy, a full TCP buffer,
+  compression negotiated) the packet goes to python-engineio's queue as before. A frame is
+  written directly only when nothing sent to that socket before it is still waiting, and the
+  outboxes are written before any writer woken after them runs, so each socket receives its
+  packets in the order they were sent.
 - The bound: a socket whose queue holds ``max_queue`` packets is cut (closed without
   waiting, its queue dropped, its TCP connection aborted; python-socketio's disconnect
   handlers run). python-engineio queues without bound, so a client that stops reading would
@@ -41,6 +57,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 from struct import Struct
+from time import perf_counter
 from typing import Any
 
 import engineio
@@ -61,6 +78,24 @@ HIGH_WATER = 256 * 1024
 #: write per recipient, not the event, is the cost there. Smaller flushes go out at once.
 BATCH_SOCKETS = 64
 BATCH_WAIT = 0.001
+#: The server counts as idle when nothing was written for this many seconds, and for at
+#: least :data:`IDLE_RATIO` times as long as its last writes took: then the packets of the
+#: next loop iteration are written at once, each as it is sent (no outbox, no flush), since no
+#: other event is coming to share the write and the first recipients should not wait for the
+#: last one's frame. Otherwise (events arriving faster, or piling up while the last ones were
+#: written) they go through the outboxes. Longer than :data:`BATCH_WAIT`.
+IDLE_GAP = 0.002
+#: Writing kept the server busy for less than 1 / (1 + this) of the time: idle. A broadcast
+#: to 1,000 sockets takes ~10 ms of writes; at 10 events a second the gap is ~90 ms (idle),
+#: at saturation a few ms (under load).
+IDLE_RATIO = 2.0
+#: Seconds the server does not count as idle after events shared a write: a flush wrote two
+#: packets or more to one socket, or the iteration that wrote at once had a second event for
+#: one (requests read together after an idle time). Load comes in bursts with idle gaps
+#: between them (a publisher waiting for its deliveries, then sending the next few); measured
+#: at 1,000 sockets with 8 publishers at saturation, writing each burst's first event at once
+#: cost ~5 % of the deliveries/s.
+BURST_HOLD = 1.0
 
 _LEN1 = Struct("!BB")
 _LEN2 = Struct("!BBH")
@@ -110,7 +145,7 @@ def own_copy(pkt: eio_packet.Packet) -> eio_packet.Packet:
 class Outbox:
     """Frames waiting to be written to one websocket connection in this loop iteration."""
 
-    __slots__ = ("frames", "live", "size", "transport", "ws")
+    __slots__ = ("frames", "live", "round", "size", "transport", "ws")
 
     def __init__(self, ws: web.WebSocketResponse, transport: asyncio.Transport) -> None:
         self.ws = ws
@@ -120,6 +155,8 @@ class Outbox:
         #: Whether the engine.io socket runs on this websocket (an upgrade from polling is
         #: over; it never goes back).
         self.live = False
+        #: The last idle iteration in which a packet was written to it at once.
+        self.round = 0
 
     def check_live(self, socket: Any) -> bool:
         self.live = bool(socket.upgraded and not socket.upgrading)
@@ -194,6 +231,19 @@ class OutgoingEngineIO(engineio.AsyncServer):  # type: ignore[misc]
         self.stats = {"direct": 0, "queued": 0}
         self._dirty: list[Outbox] = []
         self._flush_scheduled = False
+        #: Whether this loop iteration writes at once (it began idle: :data:`IDLE_GAP`), and
+        #: since when (``time.perf_counter``).
+        self._direct = False
+        self._direct_since = 0.0
+        #: Counts the idle iterations (:attr:`Outbox.round`).
+        self._round = 0
+        #: Until when the server does not count as idle (:data:`BURST_HOLD`).
+        self._burst_until = 0.0
+        #: Seconds the last writes took: the last flush, or the last iteration writing at once.
+        self._last_busy = 0.0
+        #: When the last writes ended (``time.perf_counter``: the loop's clock is read once
+        #: per iteration by uvloop, so it cannot time a flush).
+        self._last_write = 0.0
         self._flush_waited = False
         self._cutting: set[str] = set()
         self._tasks: set[asyncio.Future[Any]] = set()
@@ -209,11 +259,12 @@ class OutgoingEngineIO(engineio.AsyncServer):  # type: ignore[misc]
         self.send_many(sid, (pkt,))
 
     def send_many(self, sid: str, pkts: Sequence[eio_packet.Packet]) -> None:
-        """Deliver ``pkts`` to socket ``sid``, in order, without waiting: into its outbox while
-        its websocket is idle and the outbox below :data:`HIGH_WATER`, the rest onto
-        python-engineio's queue (bounded); a gone socket is skipped, as python-engineio's
-        ``send_packet`` does. (Ping timeouts are python-engineio's service task's to find, as
-        for a socket nothing is sent to.)"""
+        """Deliver ``pkts`` to socket ``sid``, in order, without waiting, while its websocket
+        is idle: written at once when the server is idle (:meth:`_writing_at_once`), else into
+        its outbox, up to :data:`HIGH_WATER` bytes; the rest onto python-engineio's queue
+        (bounded). A gone socket is skipped, as python-engineio's ``send_packet`` does. (Ping
+        timeouts are python-engineio's service task's to find, as for a socket nothing is sent
+        to.)"""
         socket = self.sockets.get(sid)
         if socket is None or socket.closed:
             return
@@ -221,30 +272,106 @@ class OutgoingEngineIO(engineio.AsyncServer):  # type: ignore[misc]
         if box is not None and _idle(socket, box):
             frames = box.frames
             first = not frames
-            size = box.size
-            n = 0
-            for pkt in pkts:
-                if size >= HIGH_WATER:
-                    break
-                frame = websocket_frame(pkt)
-                frames.append(frame)
-                size += len(frame)
-                n += 1
-            box.size = size
-            if first and n:
-                self._dirty.append(box)
-                if not self._flush_scheduled:
-                    self._flush_scheduled = True
-                    # Written one iteration later than the next: the events of a few more
-                    # tasks (one writer's pipelined writes, other rooms' broadcasts) share
-                    # the write. Whatever goes to the queue meanwhile first writes this.
-                    loop = asyncio.get_running_loop()
-                    loop.call_soon(loop.call_soon, self._flush)
+            if first and (self._direct or not self._flush_scheduled) and self._at_once(box):
+                n = self._write_now(box, pkts)
+            else:
+                size = box.size
+                n = 0
+                for pkt in pkts:
+                    if size >= HIGH_WATER:
+                        break
+                    frame = websocket_frame(pkt)
+                    frames.append(frame)
+                    size += len(frame)
+                    n += 1
+                box.size = size
+                if first and n:
+                    self._dirty.append(box)
+                    if not self._flush_scheduled:
+                        self._flush_scheduled = True
+                        # Written one iteration later than the next: the events of a few more
+                        # tasks (one writer's pipelined writes, other rooms' broadcasts) share
+                        # the write. Whatever goes to the queue meanwhile first writes this.
+                        loop = asyncio.get_running_loop()
+                        loop.call_soon(loop.call_soon, self._flush)
             if n == len(pkts):
                 return
             pkts = pkts[n:]
         for pkt in pkts:
             self._enqueue(socket, pkt)
+
+    def _at_once(self, box: Outbox) -> bool:
+        """Whether a packet for ``box``'s idle connection, which has nothing in its outbox, is
+        written at once (:meth:`_writing_at_once`). Once per socket per idle iteration: a
+        second event for the same socket in it means the events came faster than one at a
+        time (requests that waited while the server was busy, read together); they and the
+        rest of the iteration go through the outboxes, to share each socket's write, and so
+        do the next :data:`BURST_HOLD` seconds' events."""
+        if not self._direct and not self._writing_at_once():
+            return False
+        if box.round == self._round:
+            self._direct = False
+            self._burst_until = perf_counter() + BURST_HOLD
+            return False
+        box.round = self._round
+        return True
+
+    def _writing_at_once(self) -> bool:
+        """Whether the rest of this loop iteration writes packets at once rather than through
+        the outboxes: decided at its first packet for an idle websocket, yes when no flush is
+        pending (every outbox is empty, so nothing can be overtaken), nothing was written for
+        :data:`IDLE_GAP` and :data:`IDLE_RATIO` times as long as the last writes took, and the
+        server's events did not share a write in the last :data:`BURST_HOLD` seconds.
+
+        Under load (events arriving faster than that) the outboxes let the events of the next
+        iterations share each socket's write, which is what a large room's throughput depends
+        on (and its clients', which read one segment instead of several). Idle, an outbox only
+        adds latency: no other event is coming to share the write, and its flush writes to the
+        first recipient only once the last one's packets are ready (at 1,000 recipients, ~3 ms
+        of the deliver loop plus the deferral and :data:`BATCH_WAIT` before the first byte
+        left). Written at once, each recipient's frame leaves as soon as it is its turn, as
+        Node's socket.io writes."""
+        if self._flush_scheduled:
+            return False
+        now = perf_counter()
+        if now < self._burst_until or now - self._last_write < max(
+            IDLE_GAP, IDLE_RATIO * self._last_busy
+        ):
+            return False
+        self._direct = True
+        self._direct_since = now
+        self._round += 1
+        asyncio.get_running_loop().call_soon(self._end_direct)
+        return True
+
+    def _end_direct(self) -> None:
+        self._direct = False
+        self._last_write = perf_counter()
+        self._last_busy = self._last_write - self._direct_since
+
+    def _write_now(self, box: Outbox, pkts: Sequence[eio_packet.Packet]) -> int:
+        """Write the frames of ``pkts`` to ``box``'s idle connection in one write, up to
+        :data:`HIGH_WATER` bytes with what its TCP buffer holds; returns how many went (the
+        rest is the caller's to queue). Nothing is written to a closing connection (as in
+        :meth:`_write`)."""
+        if box.ws.closed:
+            return len(pkts)
+        transport = box.transport
+        if len(pkts) == 1:  # the common case: one event
+            transport.write(websocket_frame(pkts[0]))
+            self.stats["direct"] += 1
+            return 1
+        size = transport.get_write_buffer_size()
+        frames: list[bytes] = []
+        for pkt in pkts:
+            if size >= HIGH_WATER:
+                break
+            frame = websocket_frame(pkt)
+            frames.append(frame)
+            size += len(frame)
+        transport.write(b"".join(frames))
+        self.stats["direct"] += len(frames)
+        return len(frames)
 
     def _enqueue(self, socket: Any, pkt: eio_packet.Packet) -> None:
         """python-engineio's path: onto the socket's queue, or cut it when the queue is full.
@@ -270,10 +397,17 @@ class OutgoingEngineIO(engineio.AsyncServer):  # type: ignore[misc]
             return
         self._flush_waited = False
         self._flush_scheduled = False
+        started = perf_counter()
         dirty, self._dirty = self._dirty, []
+        shared = False
         for box in dirty:
             if box.frames:
+                shared = shared or len(box.frames) > 1
                 self._write(box)
+        self._last_write = perf_counter()
+        self._last_busy = self._last_write - started
+        if shared:
+            self._burst_until = self._last_write + BURST_HOLD
 
     def _write(self, box: Outbox) -> None:
         frames, box.frames, box.size = box.frames, [], 0

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 
+from gateway.auth import DenyList, Identity
+from gateway.routes import events, middleware
 from tests.gateway.conftest import Server, ServerFactory
 
 PROJECT = {
@@ -217,6 +221,51 @@ async def test_post_event_auth(server: Server) -> None:
     service = server.token("svc", "c1", role="service")
     status, answer, _ = await request(server, "POST", "/api/events", service, data=b"{nope")
     assert (status, answer["error"]["code"]) == (422, "invalid_payload")
+
+
+async def test_post_event_checks_a_service_token_once_while_it_is_valid(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A service's token is verified at its first publish and remembered: verified again
+    once past its ``exp``, refused as soon as the deny list names it."""
+    verified: list[str] = []
+
+    def counting(request: web.Request) -> Identity:
+        identity = middleware.authenticate(request)
+        verified.append(identity.user_id)
+        return identity
+
+    monkeypatch.setattr(events, "authenticate", counting)
+    body = {"event": "project:created", "companyId": "c1", "data": PROJECT}
+    service = server.token("svc", "c1", role="service")
+    for _ in range(3):
+        status, answer, _ = await request(server, "POST", "/api/events", service, json=body)
+        assert (status, answer["ok"]) == (200, True)
+    assert verified == ["svc"]
+    # Past the token's exp (as the cache sees the clock): verified again, not trusted.
+    exp = time.time() + 3600
+    monkeypatch.setattr(events, "clock", lambda: exp + 1)
+    status, _, _ = await request(server, "POST", "/api/events", service, json=body)
+    assert status == 200  # PyJWT's clock is the real one: still valid there
+    assert verified == ["svc", "svc"]
+    monkeypatch.undo()
+    # Revoked: refused at once, with the uncached refusal.
+    server.gw.verifier.deny = DenyList.parse({"users": ["svc"]})
+    status, answer, _ = await request(server, "POST", "/api/events", service, json=body)
+    assert (status, answer["error"]["code"]) == (401, "unauthenticated")
+    assert "revoked" in answer["error"]["message"]
+
+
+async def test_post_event_remembers_tokens_per_secret(make_server: ServerFactory) -> None:
+    """A token remembered by one gateway means nothing to another with a different secret."""
+    first = await make_server()
+    second = await make_server(jwt_secret="another-secret-0123456789abcdef-0123456789")
+    body = {"event": "project:created", "companyId": "c1", "data": PROJECT}
+    service = first.token("svc", "c1", role="service")
+    status, _, _ = await request(first, "POST", "/api/events", service, json=body)
+    assert status == 200
+    status, answer, _ = await request(second, "POST", "/api/events", service, json=body)
+    assert (status, answer["error"]["code"]) == (401, "unauthenticated")
 
 
 async def test_cors_is_same_origin_by_default(server: Server) -> None:

@@ -6,6 +6,8 @@ upgraded clients alike, text and binary, on asyncio's loop and on uvloop."""
 from __future__ import annotations
 
 import asyncio
+import json
+import math
 import os
 import socket
 import sys
@@ -102,15 +104,35 @@ async def _recorders(url: str, token: str) -> dict[str, Recorder]:
     return recorders
 
 
+#: (IDLE_GAP, IDLE_RATIO, BURST_HOLD): never idle (every packet through the outboxes), idle at
+#: every iteration that begins with no flush pending (its first event per socket written at
+#: once), and the default (a burst's first iteration at once, the next ones through the
+#: outboxes: the switch between the two).
+MODES = {
+    "outboxes": (math.inf, outgoing.IDLE_RATIO, outgoing.BURST_HOLD),
+    "at-once": (0.0, 0.0, 0.0),
+    "adaptive": (outgoing.IDLE_GAP, outgoing.IDLE_RATIO, outgoing.BURST_HOLD),
+}
+
+
+def _idle_rule(monkeypatch: pytest.MonkeyPatch, mode: str) -> None:
+    gap, ratio, hold = MODES[mode]
+    monkeypatch.setattr(outgoing, "IDLE_GAP", gap)
+    monkeypatch.setattr(outgoing, "IDLE_RATIO", ratio)
+    monkeypatch.setattr(outgoing, "BURST_HOLD", hold)
+
+
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("batch_sockets", [outgoing.BATCH_SOCKETS, 1])
 async def test_bursts_keep_order_on_every_transport(
-    make_server: ServerFactory, monkeypatch: pytest.MonkeyPatch, batch_sockets: int
+    make_server: ServerFactory, monkeypatch: pytest.MonkeyPatch, batch_sockets: int, mode: str
 ) -> None:
     # A small high-water mark: within a burst, packets go to the outbox, then (the TCP buffer
     # or the outbox over the mark) to python-engineio's queue, then to the outbox again.
     # batch_sockets 1: every flush waits BATCH_WAIT first, as a large room's does.
     monkeypatch.setattr(outgoing, "HIGH_WATER", 3_000)
     monkeypatch.setattr(outgoing, "BATCH_SOCKETS", batch_sockets)
+    _idle_rule(monkeypatch, mode)
     # python-engineio's client refuses a polling payload of more packets than this (a
     # process-wide class attribute): a burst queued for a polling client exceeds the default.
     monkeypatch.setattr(engineio.payload.Payload, "max_decode_packets", 100_000)
@@ -141,6 +163,7 @@ async def test_nothing_is_queued_ahead_of_the_outbox(
     """An outbox is written one loop iteration late (so that more events share the write):
     a packet that must take python-engineio's queue meanwhile first writes the outbox."""
     monkeypatch.setattr(outgoing, "HIGH_WATER", 3_000)
+    _idle_rule(monkeypatch, "outboxes")
     r = Recorder()
     await r.sio.connect(
         server.url,
@@ -153,6 +176,96 @@ async def test_nothing_is_queued_ahead_of_the_outbox(
     socket = eio.sockets[eio_sid]
     for i in range(3):  # 2,000 bytes each: two fit under the mark, the third is queued
         await server.gw.emit("project:updated", {"i": i, "pad": "x" * 2_000}, to=company_room("c1"))
+    assert eio.outboxes[eio_sid].frames == []
+    assert socket.queue.qsize() == 1
+    await r.wait_for("project:updated", 3)
+    assert r.sequence("project:updated") == [0, 1, 2]
+    await r.sio.disconnect()
+
+
+async def _websocket_recorder(server: Server) -> tuple[Recorder, str]:
+    r = Recorder()
+    await r.sio.connect(
+        server.url,
+        auth={"token": server.token("u1", "c1"), "recovery": False},
+        transports=["websocket"],
+        wait_timeout=10,
+    )
+    return r, server.gw.sio.manager.eio_sid_from_sid(r.sio.get_sid(), "/")
+
+
+async def test_an_idle_server_writes_at_once_a_busy_one_batches(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Idle (nothing written for IDLE_GAP), a packet is written as it is sent, no outbox in
+    between; under load it waits in the outbox for the iteration's flush. Either way it
+    arrives, in order."""
+    eio = server.gw.sio.eio
+    r, eio_sid = await _websocket_recorder(server)
+    _idle_rule(monkeypatch, "at-once")
+    await asyncio.sleep(0)  # a new iteration: the mode is decided at its first packet
+    direct = eio.stats["direct"]
+    await server.gw.emit("project:updated", {"i": 0}, to=company_room("c1"))
+    assert eio.outboxes[eio_sid].frames == []  # already written
+    assert eio.stats["direct"] == direct + 1
+    await r.wait_for("project:updated", 1)
+    _idle_rule(monkeypatch, "outboxes")
+    await asyncio.sleep(0)
+    await server.gw.emit("project:updated", {"i": 1}, to=company_room("c1"))
+    assert len(eio.outboxes[eio_sid].frames) == 1  # held for the flush
+    await r.wait_for("project:updated", 2)
+    assert r.sequence("project:updated") == [0, 1]
+    await r.sio.disconnect()
+
+
+async def test_events_read_together_after_idle_share_the_outbox(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first event of an idle iteration is written at once; a second one for the same
+    socket in that iteration (requests that arrived together) goes to the outbox, and so does
+    everything after it until the flush, in order."""
+    eio = server.gw.sio.eio
+    r, eio_sid = await _websocket_recorder(server)
+    _idle_rule(monkeypatch, "at-once")
+    await asyncio.sleep(0)
+    for i in range(4):
+        await server.gw.emit("project:updated", {"i": i}, to=company_room("c1"))
+    assert len(eio.outboxes[eio_sid].frames) == 3  # the first one is written
+    await r.wait_for("project:updated", 4)
+    assert r.sequence("project:updated") == [0, 1, 2, 3]
+    # For BURST_HOLD seconds after such a burst, even a lone event goes to the outbox.
+    monkeypatch.setattr(outgoing, "BURST_HOLD", math.inf)
+    await asyncio.sleep(0)
+    for i in range(4, 6):
+        await server.gw.emit("project:updated", {"i": i}, to=company_room("c1"))
+    await r.wait_for("project:updated", 6)  # flushed: no flush pending
+    await server.gw.emit("project:updated", {"i": 6}, to=company_room("c1"))
+    assert eio.outboxes[eio_sid].frames  # not written at once
+    await r.wait_for("project:updated", 7)
+    assert r.sequence("project:updated") == list(range(7))
+    await r.sio.disconnect()
+
+
+async def test_written_at_once_up_to_the_high_water_mark(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Several packets written at once to one socket (a coalesced batch) go in one write up
+    to HIGH_WATER bytes; the rest takes python-engineio's queue, and arrives after them."""
+    monkeypatch.setattr(outgoing, "HIGH_WATER", 3_000)
+    _idle_rule(monkeypatch, "at-once")
+    eio = server.gw.sio.eio
+    r, eio_sid = await _websocket_recorder(server)
+    socket = eio.sockets[eio_sid]
+    pkts = [
+        eio_packet.Packet(
+            eio_packet.MESSAGE, "2" + json.dumps(["project:updated", {"i": i, "pad": "x" * 2_000}])
+        )
+        for i in range(3)
+    ]
+    await asyncio.sleep(0)
+    direct = eio.stats["direct"]
+    eio.send_many(eio_sid, pkts)  # 2,000 bytes each: two fit under the mark
+    assert eio.stats["direct"] == direct + 2
     assert eio.outboxes[eio_sid].frames == []
     assert socket.queue.qsize() == 1
     await r.wait_for("project:updated", 3)
@@ -218,8 +331,8 @@ async def test_served_by_the_cli_on_each_event_loop(
         async with aiohttp.ClientSession() as http:
             for _ in range(300):
                 try:
-                    async with http.get(url + "/health/websocket") as r:
-                        if r.status == 200:
+                    async with http.get(url + "/health/websocket") as resp:
+                        if resp.status == 200:
                             break
                 except aiohttp.ClientError:
                     pass
@@ -242,8 +355,8 @@ async def test_served_by_the_cli_on_each_event_loop(
                         "name": "x" * 100,
                     },
                 }
-                async with http.post(url + "/api/events", json=body, headers=headers) as r:
-                    assert r.status == 200, await r.text()
+                async with http.post(url + "/api/events", json=body, headers=headers) as resp:
+                    assert resp.status == 200, await resp.text()
 
             await asyncio.gather(*(publish(i) for i in range(count)))
             sequences = []
