@@ -201,7 +201,7 @@ class Gateway:
 
     def require_joined(self, call: Call, kind: Kind, doc_id: str) -> None:
         """Refuse (``forbidden``) an event about a document the socket has not joined."""
-        if document_room(kind, doc_id) not in self.sio.rooms(call.sid):
+        if not self.sio.in_room(call.sid, document_room(kind, doc_id)):
             raise CollabError(ErrorCode.FORBIDDEN, f"join {kind} {doc_id!r} first ({kind}:join)")
 
 

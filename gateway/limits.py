@@ -270,9 +270,9 @@ class Guard:
         cap = self.settings.max_rooms_per_connection
         if not cap:
             return
-        rooms = self.gw.sio.rooms(sid)
-        if room in rooms:
+        if self.gw.sio.in_room(sid, room):
             return
+        rooms = self.gw.sio.rooms(sid)
         joined = sum(1 for r in rooms if isinstance(r, str) and r.startswith(JOINED_PREFIXES))
         if joined >= cap:
             self.refusals.labels(limit="rooms").inc()

@@ -306,17 +306,38 @@ class Recovery:
         elif room != sid:
             tracked.rooms.pop(room, None)
 
+    def opted_in(self, eio_sid: str) -> bool:
+        return eio_sid in self._by_eio
+
+    def plain(self, pkts: Sequence[eio_packet.Packet]) -> Sequence[eio_packet.Packet]:
+        """Without their offsets (a socket that did not opt in has no use for them)."""
+        out: list[eio_packet.Packet] | None = None
+        for i, pkt in enumerate(pkts):
+            tag = self._tag(pkt)
+            if tag is not None:
+                if out is None:
+                    out = list(pkts[:i])
+                out.append(tag.plain)
+            elif out is not None:
+                out.append(pkt)
+        return pkts if out is None else out
+
     def outgoing(self, eio_sid: str, pkt: eio_packet.Packet) -> eio_packet.Packet | None:
         tracked = self._by_eio.get(eio_sid)
-        tag = tag_of(pkt, msgpack_serializer=self._msgpack)
-        if tag is not None and tag.key > self.head:
-            self.head = tag.key
+        tag = self._tag(pkt)
         if tracked is None:
             return pkt if tag is None else tag.plain
         if tracked.paused is not None:
             tracked.paused.append(pkt)
             return None
         return self._admit(tracked, pkt, tag)
+
+    def _tag(self, pkt: eio_packet.Packet) -> Tag | None:
+        """``pkt``'s offset tag (cached on it); the node's head follows."""
+        tag = tag_of(pkt, msgpack_serializer=self._msgpack)
+        if tag is not None and tag.key > self.head:
+            self.head = tag.key
+        return tag
 
     def _admit(self, tracked: Tracked, pkt: eio_packet.Packet, tag: Tag | None) -> Any:
         """``pkt`` as it goes to an opted-in socket, or None for a packet the replay covered."""

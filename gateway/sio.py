@@ -78,7 +78,17 @@ class ServerHooks(Protocol):
         """``sid`` entered or left ``room``."""
 
     def outgoing(self, eio_sid: str, pkt: eio_packet.Packet) -> eio_packet.Packet | None:
-        """A packet about to go to a socket: the one to send instead, or None to hold it."""
+        """A packet about to go to a socket that opted in (:meth:`opted_in`): the one to send
+        instead, or None to hold it."""
+        ...
+
+    def opted_in(self, eio_sid: str) -> bool:
+        """Whether :meth:`outgoing` must see each packet to this socket (else it receives
+        :meth:`plain`'s, the same for every such socket)."""
+        ...
+
+    def plain(self, pkts: Sequence[eio_packet.Packet]) -> Sequence[eio_packet.Packet]:
+        """``pkts`` as they go to every socket that did not opt in."""
         ...
 
 
@@ -118,13 +128,22 @@ class GatewayServer(socketio.AsyncServer):  # type: ignore[misc]
         (``gateway.outgoing``), as the hooks have them: every event to a room or a socket
         passes here."""
         send_many = self.eio.send_many
-        outgoing = self.hooks.outgoing if self.hooks is not None else None
+        hooks = self.hooks
+        if hooks is None:
+            for eio_sid in eio_sids:
+                send_many(eio_sid, eio_pkts)
+            return
+        # What a socket that did not opt into recovery receives is the same for all: computed
+        # once per broadcast, not per recipient (a Yjs update is two packets to each replica).
+        plain = hooks.plain(eio_pkts)
+        opted_in, outgoing = hooks.opted_in, hooks.outgoing
         for eio_sid in eio_sids:
-            pkts = eio_pkts
-            if outgoing is not None:
+            if opted_in(eio_sid):
                 pkts = [out for p in eio_pkts if (out := outgoing(eio_sid, p)) is not None]
-            if pkts:
-                send_many(eio_sid, pkts)
+                if pkts:
+                    send_many(eio_sid, pkts)
+            elif plain:
+                send_many(eio_sid, plain)
 
     async def _send_eio_packet(self, eio_sid: str, eio_pkt: Any) -> None:
         # python-socketio's own managers' path (FanoutManager calls deliver directly).
@@ -160,6 +179,12 @@ class GatewayServer(socketio.AsyncServer):  # type: ignore[misc]
         await super().enter_room(sid, room, namespace)
         if self.hooks is not None and (namespace or "/") == "/":
             self.hooks.room_changed(sid, room, True)
+
+    def in_room(self, sid: str, room: str, namespace: str = "/") -> bool:
+        """Whether socket ``sid`` is in ``room``: one lookup, where ``rooms(sid)`` lists every
+        room of the namespace (a per-socket room each: thousands) to find the socket's."""
+        members = self.manager.rooms.get(namespace, {}).get(room)
+        return members is not None and sid in members
 
     async def leave_room(self, sid: str, room: str, namespace: str | None = None) -> None:
         await super().leave_room(sid, room, namespace)

@@ -106,7 +106,7 @@ async def _join(
     rooms = [room]
     # A JSON member until it syncs as a Yjs replica (gateway.broadcast.json_room); rejoining
     # does not make a replica a JSON member again.
-    if kind == "document" and replica_room(doc_id) not in gw.sio.rooms(call.sid):
+    if kind == "document" and not gw.sio.in_room(call.sid, replica_room(doc_id)):
         rooms.append(json_room(doc_id))
     for r in rooms:
         await gw.sio.enter_room(call.sid, r)
