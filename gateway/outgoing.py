@@ -76,15 +76,19 @@ HIGH_WATER = 256 * 1024
 #: :data:`BATCH_WAIT` seconds first, so that the events of the next few loop iterations (one
 #: writer's next writes, each a turn of its socket) share each socket's write: the kernel
 #: write per recipient, not the event, is the cost there. Smaller flushes go out at once.
+#: Only under load (the idle rule below writes at once): one writer's acknowledged writes to a
+#: room of 100 sockets (``benchmarks/fanout.py``, document room) gave 143-151k deliveries/s
+#: waiting 1 ms, 191-199k waiting 4 ms and 207-212k waiting 8 ms (then bound by the load
+#: generator), and p99 at saturation fell from ~160 to ~105 ms.
 BATCH_SOCKETS = 64
-BATCH_WAIT = 0.001
+BATCH_WAIT = 0.008
 #: The server counts as idle when nothing was written for this many seconds, and for at
 #: least :data:`IDLE_RATIO` times as long as its last writes took: then the packets of the
 #: next loop iteration are written at once, each as it is sent (no outbox, no flush), since no
 #: other event is coming to share the write and the first recipients should not wait for the
 #: last one's frame. Otherwise (events arriving faster, or piling up while the last ones were
 #: written) they go through the outboxes. Longer than :data:`BATCH_WAIT`.
-IDLE_GAP = 0.002
+IDLE_GAP = 0.009
 #: Writing kept the server busy for less than 1 / (1 + this) of the time: idle. A broadcast
 #: to 1,000 sockets takes ~10 ms of writes; at 10 events a second the gap is ~90 ms (idle),
 #: at saturation a few ms (under load).
