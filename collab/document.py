@@ -77,7 +77,10 @@ class LiveDocument:
         self._watch = ydoc.FieldWatch(self.root)
         self.version = checkpoint.version
         self.checkpoint_version = checkpoint.version
-        self.data: dict[str, Any] = ydoc.to_json(self.root)
+        self._data: dict[str, Any] = ydoc.to_json(self.root)
+        #: Text fields whose value in ``_data`` lags the CRDT (:meth:`apply_client_update`):
+        #: converted when :attr:`data` is next read.
+        self._stale: frozenset[str] = frozenset()
         #: version → the update that produced it, for every version after the checkpoint.
         self.updates: dict[int, bytes] = {}
         #: version → full state (the checkpoint's, anchors, recently asked-for bases).
@@ -123,13 +126,39 @@ class LiveDocument:
         self._captured.clear()
         self.record(entry.version, entry.update, entry.meta)
 
-    def apply_client_update(self, update: bytes) -> tuple[dict[str, Any], bytes | None]:
-        """Apply a client's Yjs update: the new JSON view, and the update as integrated
-        (``None`` if it changed nothing: already seen, or waiting for missing dependencies).
-        The caller records the new version (:meth:`record`)."""
+    @property
+    def data(self) -> dict[str, Any]:
+        """The JSON view at :attr:`version` (not to be mutated)."""
+        if self._stale:
+            data = dict(self._data)
+            for key in self._stale:
+                data[key] = ydoc.text_of(self.root, key)
+            self._data, self._stale = data, frozenset()
+        return self._data
+
+    @data.setter
+    def data(self, value: dict[str, Any]) -> None:
+        self._data, self._stale = value, frozenset()
+
+    def apply_client_update(
+        self, update: bytes
+    ) -> tuple[dict[str, Any], frozenset[str], bytes | None]:
+        """Apply a client's Yjs update: the new JSON view but for the text fields it leaves
+        out of date (:func:`collab.ydoc.apply_client_update`; those of earlier updates
+        included), those fields, and the update as integrated (``None`` if it changed nothing:
+        already seen, or waiting for missing dependencies). The caller sets the view
+        (:meth:`set_view`) and records the new version (:meth:`record`)."""
         self._captured.clear()
-        data = ydoc.apply_client_update(self.root, self._watch, update, self.data)
-        return data, self.take_update() if self._captured else None
+        data, stale = ydoc.apply_client_update(self.root, self._watch, update, self._data)
+        return data, stale | self._stale, self.take_update() if self._captured else None
+
+    def set_view(self, data: dict[str, Any], stale: frozenset[str]) -> None:
+        """The JSON view, but for the text fields ``stale``, whose values lag the CRDT."""
+        self._data, self._stale = data, stale
+
+    def text_bytes(self, key: str) -> int:
+        """The UTF-8 length of the top-level text field ``key`` (without converting it)."""
+        return len(self.root[key])
 
     def begin(self) -> None:
         """Start capturing the updates of the transactions about to run."""

@@ -103,6 +103,12 @@ _AGAIN = object()
 Ordered = Callable[[], Awaitable[None]]
 
 
+def _view_at(live: LiveDocument, version: int) -> Callable[[], dict[str, Any]]:
+    """The JSON view of ``live`` at ``version``, computed when called (``Outcome.data`` of a
+    Yjs update): the current view while the document is still there, else rebuilt."""
+    return lambda: live.json_at(version)
+
+
 def _outcome(live: LiveDocument, **fields: Any) -> Outcome:
     """An :class:`Outcome` for ``live``, its identity filled in from the document."""
     m = live.meta
@@ -590,10 +596,17 @@ class Engine:
     def _apply_yjs(
         self, live: LiveDocument, update: bytes, author: Author
     ) -> tuple[Outcome, asyncio.Future[None]] | None:
-        data, applied = self._guarded(live, live.apply_client_update, update)
+        data, stale, applied = self._guarded(live, live.apply_client_update, update)
         if applied is None:
             return None  # nothing new (already seen, or waiting for missing dependencies)
-        data = self._guarded(live, validate_data, data, self.config.limits, live.meta.text_fields)
+        if stale and self._texts_within_limits(live, data, stale):
+            live.set_view(data, stale)  # the texts are converted when the view is read
+        else:
+            live.set_view(data, stale)
+            data = self._guarded(
+                live, validate_data, live.data, self.config.limits, live.meta.text_fields
+            )
+            live.data = data
         at = now_ms()
         version = live.version + 1
         entry_meta: dict[str, Any] = {
@@ -607,14 +620,13 @@ class Engine:
             "conflicted": [],
             "clocks": {},
         }
-        live.data = data
         live.record(version, applied, entry_meta)
         fut = self._append(live, LogEntry(version, applied, entry_meta))
         return _outcome(
             live,
             status="applied",
             version=version,
-            data=data,
+            data=_view_at(live, version),
             author=author,
             at=at,
             update=applied,
@@ -711,6 +723,23 @@ class Engine:
             raise CollabError(
                 ErrorCode.FORBIDDEN, f"{live.meta.kind} {live.meta.id!r} belongs to another company"
             )
+
+    def _texts_within_limits(
+        self, live: LiveDocument, data: dict[str, Any], texts: frozenset[str]
+    ) -> bool:
+        """Whether a view whose text fields ``texts`` are out of date certainly keeps within
+        the limits, counted without converting them: each text's UTF-8 length bounds its
+        characters, and 6 bytes of JSON a byte (``\\u00XX``) bounds its serialized size. When
+        unsure (a text or the document near its limit), the caller converts and checks."""
+        limits = self.config.limits
+        size = 0
+        for key in texts:
+            n = live.text_bytes(key)
+            if n > limits.max_string:
+                return False
+            size += 6 * n + len(key) + 6
+        rest = {k: v for k, v in data.items() if k not in texts}
+        return size + len(orjson.dumps(rest)) <= limits.max_bytes
 
     def _guarded(self, live: LiveDocument, fn: Any, *args: Any) -> Any:
         """Run a mutation of the live document; if it fails half-way, forget the live copy

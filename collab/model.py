@@ -8,6 +8,7 @@ the stores and the gateway share one vocabulary without importing each other.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -114,7 +115,10 @@ class Outcome:
     kind: Kind
     strategy: Strategy
     version: int
-    data: JSONObject
+    #: The document after the write (:meth:`view`). For a Yjs update, a function computing
+    #: it when first asked for: reading a long ``Y.Text`` back costs time linear in its CRDT,
+    #: and most keystrokes' views are never read (nobody but Yjs replicas in the room).
+    data: JSONObject | Callable[[], JSONObject]
     author: Author
     at: float
     conflicted_fields: tuple[str, ...] = ()
@@ -130,6 +134,11 @@ class Outcome:
     op_id: str | None = None
     #: True when the write came in as a Yjs update (``document:sync``).
     via_sync: bool = False
+
+    def view(self) -> JSONObject:
+        """The document after the write (what ``document:updated`` carries as ``data``)."""
+        data = self.data
+        return data() if callable(data) else data
 
     @property
     def changed(self) -> bool:

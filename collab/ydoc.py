@@ -110,33 +110,28 @@ def _value_json(v: Any) -> Any:
 
 
 class FieldWatch:
-    """Which top-level fields of a document's root map its transactions touch, and, while
-    armed (a client's Yjs update being applied), how its top-level texts changed.
+    """Which top-level fields of a document's root map its transactions touch, and which of
+    them changed only as a text directly under the root.
 
     One deep observer for the document's lifetime (registering one per update cost more than
     applying the update). It is registered on the root's integrated (Rust) type, whose
-    events give ``path``, ``keys`` and a text's ``delta`` directly: pycrdt's
-    ``observe_deep`` would first wrap every event, converting its whole delta, for nothing
-    here. The callback holds only plain containers, never the document nor this object (the
-    Rust side owns the callback, out of the cycle collector's sight); the caller keeps the
-    subscription.
-
-    ``deltas`` maps a top-level text field to the delta of its one change in the armed
-    transaction, or to ``None`` when that field must be converted again (anything but a
-    single change of a text directly under the root). Re-reading a text costs time linear in
-    its CRDT (tombstones included): a keystroke in a long text cost more than the rest of
-    applying it (benchmarks/RESULTS.md, the Yjs path); a delta is applied to the old string.
+    events give ``path`` and ``keys`` directly: pycrdt's ``observe_deep`` would first wrap
+    every event, converting its whole delta, for nothing here. The callback holds only plain
+    containers, never the document nor this object (the Rust side owns the callback, out of
+    the cycle collector's sight); the caller keeps the subscription.
     """
 
-    __slots__ = ("_armed", "deltas", "subscription", "touched")
+    __slots__ = ("others", "subscription", "texts", "touched")
 
     def __init__(self, root: Map[Any]) -> None:
         touched: set[str] = set()
-        deltas: dict[str, list[dict[str, Any]] | None] = {}
-        armed = [False]
+        texts: set[str] = set()
+        others: set[str] = set()
         self.touched = touched
-        self.deltas = deltas
-        self._armed = armed
+        #: Fields whose only change was an edit of the text that is their value.
+        self.texts = texts
+        #: Fields set, deleted or changed inside (a nested object, list or text).
+        self.others = others
 
         def on_deep(events: list[Any]) -> None:
             for event in events:
@@ -144,88 +139,55 @@ class FieldWatch:
                 if path:
                     key = str(path[0])
                     touched.add(key)
-                    if armed[0]:
-                        one_text = len(path) == 1 and type(event) is TextEvent
-                        deltas[key] = event.delta if one_text and key not in deltas else None
+                    (texts if len(path) == 1 and type(event) is TextEvent else others).add(key)
                 else:
                     for k in event.keys:
                         key = str(k)
                         touched.add(key)
-                        if armed[0]:
-                            deltas[key] = None
+                        others.add(key)
 
         self.subscription = root.integrated.observe_deep(on_deep)
 
-    def arm(self) -> None:
-        """Start recording for one client update: forget what the last one touched."""
+    def clear(self) -> None:
         self.touched.clear()
-        self.deltas.clear()
-        self._armed[0] = True
-
-    def disarm(self) -> None:
-        self._armed[0] = False
-
-
-def apply_text_delta(old: str, delta: list[dict[str, Any]]) -> str | None:
-    """``old`` changed by a Yjs text delta (positions in UTF-8 bytes, as pycrdt's ``Text``
-    counts them), or ``None`` if the delta holds anything but plain text (an embed)."""
-    raw = old.encode("utf-8")
-    parts: list[bytes] = []
-    at = 0
-    for op in delta:
-        if "retain" in op:
-            n = op["retain"]
-            parts.append(raw[at : at + n])
-            at += n
-        elif "delete" in op:
-            at += op["delete"]
-        else:
-            text = op.get("insert")
-            if not isinstance(text, str):
-                return None
-            parts.append(text.encode("utf-8"))
-    if at > len(raw):
-        return None
-    parts.append(raw[at:])
-    try:
-        return b"".join(parts).decode("utf-8")
-    except UnicodeDecodeError:
-        return None
+        self.texts.clear()
+        self.others.clear()
 
 
 def apply_client_update(
     root: Map[Any], watch: FieldWatch, update: bytes, data: dict[str, Any]
-) -> dict[str, Any]:
-    """Apply a Yjs update from a client to ``root``'s document and return the new JSON view:
-    ``data`` with the fields the update touched (``watch`` names them) brought up to date, a
-    text by its delta, anything else converted again, so a keystroke in a 1,000-field
-    document, or in a long text, costs the keystroke. Whether it changed anything, and what,
-    is the caller's transaction observer's to say."""
-    watch.arm()
+) -> tuple[dict[str, Any], frozenset[str]]:
+    """Apply a Yjs update from a client to ``root``'s document: the new JSON view, and the
+    text fields it leaves out of date.
+
+    Only the fields the update touched (``watch`` names them) are converted again, so a
+    keystroke in a 1,000-field document converts one field; a text field that only changed
+    as a text is not converted at all but returned as stale: reading a ``Y.Text`` back costs
+    time linear in its CRDT (tombstones included), the largest cost of ingesting a keystroke
+    into a long text, and most keystrokes' JSON view is never read (the caller converts it
+    when it is: :class:`collab.document.LiveDocument`). Whether the update changed anything,
+    and what, is the caller's transaction observer's to say."""
+    watch.clear()
     try:
         root.doc.apply_update(update)
     except Exception:
         raise invalid("malformed Yjs update") from None
-    finally:
-        watch.disarm()
     touched = watch.touched
     if not touched:
-        return data
-    deltas = watch.deltas
+        return data, frozenset()
+    stale = frozenset(watch.texts - watch.others)
     out = dict(data)
-    for key in touched:
-        delta = deltas.get(key)
-        old = data.get(key)
-        if delta is not None and isinstance(old, str):
-            new = apply_text_delta(old, delta)
-            if new is not None:
-                out[key] = new
-                continue
+    for key in touched - stale:
         if key in root:
             out[key] = _value_json(root[key])
         else:
             out.pop(key, None)
-    return out
+    return out, stale
+
+
+def text_of(root: Map[Any], key: str) -> str:
+    """The current text of the top-level text field ``key``."""
+    return str(root[key])
 
 
 def patch(

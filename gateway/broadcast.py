@@ -81,7 +81,7 @@ def updated_payload(outcome: Outcome) -> dict[str, Any]:
     return {
         _id_field(outcome): outcome.doc_id,
         "version": outcome.version,
-        "data": outcome.data,
+        "data": outcome.view(),
         "updatedBy": outcome.author.user_id,
         "updatedAt": outcome.timestamp,
     }
@@ -160,12 +160,18 @@ class Broadcaster:
         if pending is not None and pending.outcome.version <= outcome.version:
             self._drop(outcome.key)
         event = "document:updated" if outcome.kind == "document" else "resource:updated"
-        payload = updated_payload(outcome)
         if outcome.via_sync:
-            await self.gw.emit(event, payload, to=json_room(outcome.doc_id))
+            room = json_room(outcome.doc_id)
+            members = self.gw.may_reach(room)
+            if not members and not writers:
+                return  # nobody to tell: the JSON view is not even built
+            payload = updated_payload(outcome)
+            if members:
+                await self.gw.emit(event, payload, to=room)
             for sid in sorted(writers):
                 await self.gw.emit(event, payload, to=sid)
         else:
+            payload = updated_payload(outcome)
             room = document_room(outcome.kind, outcome.doc_id)
             skip = call.sid if call.acked else None
             await self.gw.emit(event, payload, to=room, skip_sid=skip)

@@ -199,6 +199,16 @@ class Gateway:
         if not _ENTERING_NEW.get():
             await self.coalescer.flush()
 
+    def may_reach(self, room: str) -> bool:
+        """Whether an event to ``room`` could reach anyone: a socket of this node in it, a
+        socket of another node (with Redis, unknown here: yes), or a dropped socket whose
+        session is held (its replay reads the log). When not, an event whose payload is
+        costly to build (a Yjs write's JSON view) need not be built, nor sent."""
+        if self.settings.redis or self.recovery.holding:
+            return True
+        members = self.sio.manager.rooms.get("/", {}).get(room)
+        return bool(members)
+
     def require_joined(self, call: Call, kind: Kind, doc_id: str) -> None:
         """Refuse (``forbidden``) an event about a document the socket has not joined."""
         if not self.sio.in_room(call.sid, document_room(kind, doc_id)):

@@ -578,6 +578,11 @@ class Recovery:
         except Exception:
             log.exception("recovery: cannot release the presence of %s", hold.sid)
 
+    @property
+    def holding(self) -> bool:
+        """Whether a dropped socket's session is held (it may come back for what it missed)."""
+        return bool(self._holds)
+
     def stats(self) -> dict[str, Any]:
         """Counters for health reports and tests."""
         return {

@@ -60,7 +60,7 @@ async def apply_write(gw: Gateway, call: Call, kind: Kind, doc_id: str, write: W
         elapsed = time.perf_counter() - started
         gw.metrics.merge_latency.labels(strategy=outcome.strategy).observe(elapsed)
     await gw.broadcaster.outcome(outcome, call)
-    ack: Ack = {"version": outcome.version, "status": outcome.status, "data": outcome.data}
+    ack: Ack = {"version": outcome.version, "status": outcome.status, "data": outcome.view()}
     if outcome.conflict_id is not None:
         ack["conflictId"] = outcome.conflict_id
     if outcome.conflicted_fields:

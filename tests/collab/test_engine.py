@@ -11,6 +11,7 @@ from pycrdt import Doc, Map
 from collab import ydoc, yjs
 from collab.engine import Engine, EngineConfig
 from collab.errors import CollabError, ErrorCode
+from collab.limits import Limits
 from collab.model import Write
 from collab.store.memory import MemoryStore
 
@@ -367,6 +368,50 @@ async def test_yjs_update_breaking_limits_is_refused_and_rolled_back(engine: Eng
     assert exc.value.code == ErrorCode.PAYLOAD_TOO_LARGE
     view = await engine.get("document", "d", company_id=C)
     assert (view.version, view.data) == (1, {"a": 1})
+
+
+@pytest.mark.parametrize(
+    ("limits", "insert", "refused"),
+    [
+        # A text past max_string (its UTF-8 length alone says so).
+        (Limits(max_string=40), "y" * 41, True),
+        # Within every limit, but near max_bytes for the unconverted estimate (6 bytes of
+        # JSON a byte): the engine converts the text and checks exactly, and accepts.
+        (Limits(max_bytes=300), "y" * 100, False),
+        # Past max_bytes once converted.
+        (Limits(max_bytes=300), "y" * 400, True),
+    ],
+)
+async def test_yjs_text_edits_are_held_to_the_limits(
+    make_store,
+    limits: Limits,
+    insert: str,
+    refused: bool,  # type: ignore[no-untyped-def]
+) -> None:
+    """Text edits by Yjs are checked against the limits without converting the text when
+    it is certainly within them, exactly otherwise; a refused update is rolled back."""
+    async with Engine(make_store(), EngineConfig(limits=limits)) as e:
+        await e.open("document", "d", company_id=C, text_fields=["t"])
+        await e.write("document", "d", Write(0, {"t": "abc", "n": 1}, ANN), company_id=C)
+        replica: Doc = Doc()
+        r = await e.sync("document", "d", yjs.create_sync_step1_message(b"\x00"), BOB, company_id=C)
+        assert r.reply is not None
+        replica.apply_update(yjs.parse(r.reply).payload)
+        text = replica.get("data", type=Map)["t"]
+        sv = replica.get_state()
+        text.insert(1, insert)
+        message = yjs.create_update_message(replica.get_update(sv))
+        if refused:
+            with pytest.raises(CollabError) as exc:
+                await e.sync("document", "d", message, BOB, company_id=C)
+            assert exc.value.code == ErrorCode.PAYLOAD_TOO_LARGE
+            view = await e.get("document", "d", company_id=C)
+            assert (view.version, view.data) == (1, {"t": "abc", "n": 1})
+        else:
+            res = await e.sync("document", "d", message, BOB, company_id=C)
+            assert res.outcome is not None and res.outcome.view()["t"] == "a" + insert + "bc"
+            view = await e.get("document", "d", company_id=C)
+            assert (view.version, view.data["t"]) == (2, "a" + insert + "bc")
 
 
 async def test_restart_keeps_everything(make_store) -> None:  # type: ignore[no-untyped-def]

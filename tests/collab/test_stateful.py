@@ -129,7 +129,7 @@ class EngineMachine(RuleBasedStateMachine):
         )
         assert res.outcome is not None and res.outcome.version == self.version[d] + 1
         self.version[d] = res.outcome.version
-        self.acked[d] = res.outcome.data
+        self.acked[d] = res.outcome.view()
 
     @rule()
     def restart(self) -> None:

@@ -3,11 +3,12 @@ messages in and out, the replica's own updates not echoed back."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from pycrdt import Doc, Map, Text, create_sync_message, create_update_message, handle_sync_message
 
-from tests.gateway.conftest import Client, Server
+from tests.gateway.conftest import Client, Server, ServerFactory
 
 
 class Replica:
@@ -168,3 +169,43 @@ async def test_sync_requires_a_join(server: Server) -> None:
     c = await server.client()
     ack = await c.call("document:sync", {"documentId": "d", "message": create_sync_message(Doc())})
     assert ack["error"]["code"] == "forbidden"
+
+
+def _updated_sent(server: Server) -> float:
+    sent: float = server.gw.metrics.sent.labels(event="document:updated")._value.get()
+    return sent
+
+
+async def test_the_json_view_of_a_yjs_write_is_built_for_whoever_it_may_reach(
+    make_server: ServerFactory,
+) -> None:
+    """A Yjs write's ``document:updated`` (and so its JSON view, a conversion of the texts)
+    is built only when it may reach someone: not for a room of replicas alone, but for a
+    JSON member whose connection dropped and whose session is held, since its recovery
+    replays what it missed from the log."""
+    server = await make_server(recovery_window=30)
+    r = Replica(await server.client("yara"), "d")
+    await r.client.call("document:join", {"documentId": "d", "textFields": ["notes"]})
+    await r.sync()
+    before = _updated_sent(server)
+    await r.edit(lambda root: root["notes"].insert(0, "a"))
+    await asyncio.sleep(0.2)  # past the coalescing window (50 ms)
+    await r.client.barrier()
+    assert _updated_sent(server) == before  # nobody to tell
+
+    # A JSON member that opted into recovery, dropped: held.
+    member = await server.client("jason", auth={"token": server.token("jason", "c1")})
+    await member.call("document:join", {"documentId": "d"})
+    await member.sio.eio.disconnect()
+    for _ in range(500):
+        if server.gw.recovery.stats()["held"] == 1:
+            break
+        await asyncio.sleep(0.01)
+    assert server.gw.recovery.stats()["held"] == 1
+    ack = await r.edit(lambda root: root["notes"].insert(1, "b"))
+    assert ack["version"] == 2
+    for _ in range(500):
+        if _updated_sent(server) > before:
+            break
+        await asyncio.sleep(0.01)
+    assert _updated_sent(server) == before + 1
