@@ -306,8 +306,24 @@ class Recovery:
         elif room != sid:
             tracked.rooms.pop(room, None)
 
-    def opted_in(self, eio_sid: str) -> bool:
-        return eio_sid in self._by_eio
+    def admit(
+        self, eio_sid: str, pkts: Sequence[eio_packet.Packet]
+    ) -> Sequence[eio_packet.Packet] | None:
+        tracked = self._by_eio.get(eio_sid)
+        if tracked is None:
+            return None
+        if tracked.paused is not None:
+            tracked.paused.extend(pkts)
+            return ()
+        msgpack = self._msgpack
+        if len(pkts) == 1 and tracked.replayed_to is None and not tracked.drop_attachments:
+            # The common case, one event with nothing replayed: what _admit would do.
+            tag = tag_of(pkts[0], msgpack_serializer=msgpack)  # cached by plain()
+            if tag is not None:
+                tracked.last_sent = tag.offset
+            return pkts
+        admitted = (self._admit(tracked, p, tag_of(p, msgpack_serializer=msgpack)) for p in pkts)
+        return [p for p in admitted if p is not None]
 
     def plain(self, pkts: Sequence[eio_packet.Packet]) -> Sequence[eio_packet.Packet]:
         """Without their offsets (a socket that did not opt in has no use for them)."""
@@ -321,16 +337,6 @@ class Recovery:
             elif out is not None:
                 out.append(pkt)
         return pkts if out is None else out
-
-    def outgoing(self, eio_sid: str, pkt: eio_packet.Packet) -> eio_packet.Packet | None:
-        tracked = self._by_eio.get(eio_sid)
-        tag = self._tag(pkt)
-        if tracked is None:
-            return pkt if tag is None else tag.plain
-        if tracked.paused is not None:
-            tracked.paused.append(pkt)
-            return None
-        return self._admit(tracked, pkt, tag)
 
     def _tag(self, pkt: eio_packet.Packet) -> Tag | None:
         """``pkt``'s offset tag (cached on it); the node's head follows."""

@@ -77,18 +77,16 @@ class ServerHooks(Protocol):
     def room_changed(self, sid: str, room: str, entered: bool) -> None:
         """``sid`` entered or left ``room``."""
 
-    def outgoing(self, eio_sid: str, pkt: eio_packet.Packet) -> eio_packet.Packet | None:
-        """A packet about to go to a socket that opted in (:meth:`opted_in`): the one to send
-        instead, or None to hold it."""
-        ...
-
-    def opted_in(self, eio_sid: str) -> bool:
-        """Whether :meth:`outgoing` must see each packet to this socket (else it receives
-        :meth:`plain`'s, the same for every such socket)."""
-        ...
-
     def plain(self, pkts: Sequence[eio_packet.Packet]) -> Sequence[eio_packet.Packet]:
-        """``pkts`` as they go to every socket that did not opt in."""
+        """``pkts`` as they go to every socket that did not opt in (called first, once per
+        delivery, before :meth:`admit` for each recipient)."""
+        ...
+
+    def admit(
+        self, eio_sid: str, pkts: Sequence[eio_packet.Packet]
+    ) -> Sequence[eio_packet.Packet] | None:
+        """The packets to send a socket that opted in, of ``pkts`` (those it must not get yet
+        held back); None for a socket that did not (it gets :meth:`plain`'s)."""
         ...
 
 
@@ -135,15 +133,15 @@ class GatewayServer(socketio.AsyncServer):  # type: ignore[misc]
             return
         # What a socket that did not opt into recovery receives is the same for all: computed
         # once per broadcast, not per recipient (a Yjs update is two packets to each replica).
+        # This loop runs once per recipient of every event: kept to two calls.
         plain = hooks.plain(eio_pkts)
-        opted_in, outgoing = hooks.opted_in, hooks.outgoing
+        admit = hooks.admit
         for eio_sid in eio_sids:
-            if opted_in(eio_sid):
-                pkts = [out for p in eio_pkts if (out := outgoing(eio_sid, p)) is not None]
-                if pkts:
-                    send_many(eio_sid, pkts)
-            elif plain:
-                send_many(eio_sid, plain)
+            pkts = admit(eio_sid, eio_pkts)
+            if pkts is None:
+                pkts = plain
+            if pkts:
+                send_many(eio_sid, pkts)
 
     async def _send_eio_packet(self, eio_sid: str, eio_pkt: Any) -> None:
         # python-socketio's own managers' path (FanoutManager calls deliver directly).
