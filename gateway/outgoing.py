@@ -82,6 +82,12 @@ HIGH_WATER = 256 * 1024
 #: generator), and p99 at saturation fell from ~160 to ~105 ms.
 BATCH_SOCKETS = 64
 BATCH_WAIT = 0.008
+#: The wait while this node's events have not shared a write lately (:data:`BURST_HOLD`):
+#: long enough for a writer's next events to catch up and start sharing, short enough that
+#: a chain of events each waiting for the one before (editors taking turns, each writing once
+#: it has seen the last write: ``benchmarks/edit.py``, ``current``) is not slowed by the
+#: longer wait, which no other event would share.
+BATCH_WAIT_FIRST = 0.001
 #: The server counts as idle when nothing was written for this many seconds, and for at
 #: least :data:`IDLE_RATIO` times as long as its last writes took: then the packets of the
 #: next loop iteration are written at once, each as it is sent (no outbox, no flush), since no
@@ -410,7 +416,7 @@ class OutgoingEngineIO(engineio.AsyncServer):  # type: ignore[misc]
         :data:`BATCH_WAIT`)."""
         if len(self._dirty) >= BATCH_SOCKETS and not self._flush_waited:
             self._flush_waited = True
-            asyncio.get_running_loop().call_later(BATCH_WAIT, self._flush)
+            asyncio.get_running_loop().call_later(self.batch_wait(), self._flush)
             return
         self._flush_waited = False
         self._flush_scheduled = False
@@ -425,6 +431,12 @@ class OutgoingEngineIO(engineio.AsyncServer):  # type: ignore[misc]
         self._last_busy = self._last_write - started
         if shared:
             self._burst_until = self._last_write + BURST_HOLD
+
+    def batch_wait(self) -> float:
+        """How long a flush to :data:`BATCH_SOCKETS` sockets or more waits:
+        :data:`BATCH_WAIT` while events share writes (:data:`BURST_HOLD`), else
+        :data:`BATCH_WAIT_FIRST`."""
+        return BATCH_WAIT if perf_counter() < self._burst_until else BATCH_WAIT_FIRST
 
     def _write(self, box: Outbox) -> None:
         frames, box.frames, box.size = box.frames, [], 0

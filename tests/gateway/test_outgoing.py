@@ -183,6 +183,28 @@ async def test_nothing_is_queued_ahead_of_the_outbox(
     await r.sio.disconnect()
 
 
+async def test_a_large_flush_waits_longer_only_once_events_share_writes(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A flush to many sockets waits BATCH_WAIT_FIRST while each event goes out alone (a
+    chain of events each waiting for the last: a longer wait would slow every link), and
+    BATCH_WAIT once a flush wrote two events to one socket (events come faster than they
+    are written: waiting longer lets more of them share each write)."""
+    _idle_rule(monkeypatch, "outboxes")
+    r, _ = await _websocket_recorder(server)
+    eio = server.gw.sio.eio
+    eio._burst_until = 0.0
+    await server.gw.emit("project:updated", {"i": 0}, to=company_room("c1"))
+    await r.wait_for("project:updated", 1)
+    assert eio.batch_wait() == outgoing.BATCH_WAIT_FIRST
+    for i in (1, 2):  # two events in one iteration: one write
+        await server.gw.emit("project:updated", {"i": i}, to=company_room("c1"))
+    await r.wait_for("project:updated", 3)
+    assert eio.batch_wait() == outgoing.BATCH_WAIT
+    assert r.sequence("project:updated") == [0, 1, 2]
+    await r.sio.disconnect()
+
+
 async def _websocket_recorder(server: Server) -> tuple[Recorder, str]:
     r = Recorder()
     await r.sio.connect(
