@@ -465,7 +465,9 @@ def test_yjs_text_views_are_the_crdt_text(
     field, the text replaced) and their updates reach the engine interleaved. Whenever the
     document is read, and for every update's outcome whenever its view is asked for, even
     after later updates, the JSON view is the CRDT's text at that version (the engine
-    converts texts lazily)."""
+    converts texts lazily). The server is a replica applying the same updates in the same
+    order (pycrdt can leave part of an out-of-order update pending: see
+    ``test_pycrdt_upstream.py``; here every update comes after those it depends on)."""
 
     async def go() -> None:
         e = await fresh("merge", text_fields=("notes",), base={"notes": "héllo", "n": 0})
