@@ -298,16 +298,7 @@ class OutgoingEngineIO(engineio.AsyncServer):  # type: ignore[misc]
             if first and (self._direct or not self._flush_scheduled) and self._at_once(box):
                 n = self._write_now(box, pkts)
             else:
-                size = box.size
-                n = 0
-                for pkt in pkts:
-                    if size >= HIGH_WATER:
-                        break
-                    frame = websocket_frame(pkt)
-                    frames.append(frame)
-                    size += len(frame)
-                    n += 1
-                box.size = size
+                n, box.size = _take_frames(pkts, box.size, frames)
                 if first and n:
                     self._dirty.append(box)
                     if not self._flush_scheduled:
@@ -384,17 +375,11 @@ class OutgoingEngineIO(engineio.AsyncServer):  # type: ignore[misc]
             transport.write(websocket_frame(pkts[0]))
             self.stats["direct"] += 1
             return 1
-        size = transport.get_write_buffer_size()
         frames: list[bytes] = []
-        for pkt in pkts:
-            if size >= HIGH_WATER:
-                break
-            frame = websocket_frame(pkt)
-            frames.append(frame)
-            size += len(frame)
+        n, _ = _take_frames(pkts, transport.get_write_buffer_size(), frames)
         transport.write(b"".join(frames))
-        self.stats["direct"] += len(frames)
-        return len(frames)
+        self.stats["direct"] += n
+        return n
 
     def _enqueue(self, socket: Any, pkt: eio_packet.Packet) -> None:
         """python-engineio's path: onto the socket's queue, or cut it when the queue is full.
@@ -484,6 +469,22 @@ class OutgoingEngineIO(engineio.AsyncServer):  # type: ignore[misc]
                 transport.abort()
         finally:
             self._cutting.discard(socket.sid)
+
+
+def _take_frames(
+    pkts: Sequence[eio_packet.Packet], size: int, frames: list[bytes]
+) -> tuple[int, int]:
+    """Append to ``frames`` the frames of ``pkts``, in order, while ``size`` (the bytes already
+    waiting for the connection) is below :data:`HIGH_WATER`: how many went, and the new size."""
+    n = 0
+    for pkt in pkts:
+        if size >= HIGH_WATER:
+            break
+        frame = websocket_frame(pkt)
+        frames.append(frame)
+        size += len(frame)
+        n += 1
+    return n, size
 
 
 def _idle(socket: Any, box: Outbox) -> bool:
