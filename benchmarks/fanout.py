@@ -254,16 +254,28 @@ def proc_status_kib(pid: int, field: str) -> int | None:
     return None
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """A process's CPU time so far (user + system); None once it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rfind(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_jiffies() -> tuple[int, int]:
+    """Busy and total jiffies of every core together (``/proc/stat``; idle and iowait are not
+    busy)."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n")[0].split()[1:9]]
+    return sum(values) - values[3] - values[4], sum(values)
+
+
 def machine_busy_pct(seconds: float = 1.0) -> float:
     """CPU in use on the whole machine over ``seconds``, in % of one core."""
-
-    def sample() -> tuple[int, int]:
-        values = [int(v) for v in Path("/proc/stat").read_text().split("\n")[0].split()[1:9]]
-        return sum(values) - values[3] - values[4], sum(values)
-
-    busy0, total0 = sample()
+    busy0, total0 = machine_jiffies()
     time.sleep(seconds)
-    busy1, total1 = sample()
+    busy1, total1 = machine_jiffies()
     cores = os.cpu_count() or 1
     return 100.0 * cores * (busy1 - busy0) / max(1, total1 - total0)
 
@@ -438,15 +450,6 @@ async def serving(target: str, logdir: Path, plan: Plan) -> Any:
         await server.stop()
 
 
-def proc_ticks(pid: int) -> int | None:
-    """A process's CPU time so far (user + system), in clock ticks; None once it is gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
-
-
 def descendants(pid: int) -> list[int]:
     """``pid`` and every process below it (the load generator and its workers)."""
     out, todo = [], [pid]
@@ -456,12 +459,6 @@ def descendants(pid: int) -> list[int]:
         with contextlib.suppress(OSError):
             todo += [int(c) for c in Path(f"/proc/{p}/task/{p}/children").read_text().split()]
     return out
-
-
-def machine_ticks() -> int:
-    """Busy clock ticks of the whole machine so far (every core; idle and iowait left out)."""
-    values = [int(v) for v in Path("/proc/stat").read_text().split("\n")[0].split()[1:9]]
-    return sum(values) - values[3] - values[4]
 
 
 class CpuSampler:
@@ -474,16 +471,15 @@ class CpuSampler:
         self.server_pid = server_pid
         self.loadgen_pid = loadgen_pid
         self.period = period
-        #: (wall time, server ticks, {loadgen pid: ticks}, machine ticks)
-        self.samples: list[tuple[float, int, dict[int, int], int]] = []
+        #: (wall time, server CPU s, {loadgen pid: CPU s}, machine busy jiffies)
+        self.samples: list[tuple[float, float, dict[int, float], int]] = []
         self._task: asyncio.Task[None] | None = None
 
     def sample(self) -> None:
         pids = descendants(self.loadgen_pid)
-        loadgen = {p: t for p in pids if (t := proc_ticks(p)) is not None}
-        self.samples.append(
-            (time.time(), proc_ticks(self.server_pid) or 0, loadgen, machine_ticks())
-        )
+        loadgen = {p: t for p in pids if (t := cpu_seconds(p)) is not None}
+        server = cpu_seconds(self.server_pid) or 0.0
+        self.samples.append((time.time(), server, loadgen, machine_jiffies()[0]))
 
     async def _run(self) -> None:
         while True:
@@ -511,11 +507,12 @@ class CpuSampler:
             return None
         hz = os.sysconf("SC_CLK_TCK")
 
-        def pct(ticks: int) -> float:
-            return round(100.0 * ticks / hz / dt, 1)
+        def pct(seconds: float) -> float:
+            return round(100.0 * seconds / dt, 1)
 
-        per = {p: b[2][p] - a[2].get(p, 0) for p in b[2]}
-        server, loadgen, machine = pct(b[1] - a[1]), pct(sum(per.values())), pct(b[3] - a[3])
+        per = {p: b[2][p] - a[2].get(p, 0.0) for p in b[2]}
+        server, loadgen = pct(b[1] - a[1]), pct(sum(per.values()))
+        machine = pct((b[3] - a[3]) / hz)
         return {
             "seconds": round(dt, 2),
             "server_pct": server,

@@ -86,8 +86,10 @@ from benchmarks.fanout import (
     PROFILES,
     SECRET,
     Server,
+    cpu_seconds,
     ensure_node,
     machine_busy_pct,
+    machine_jiffies,
     ms,
     record_profile,
     run_benchmark,
@@ -302,21 +304,6 @@ def make_server(target: str, folder: Path, plan: Plan) -> Server:
         server.extra = plan.gateway_args.split()
         return server
     return HocuspocusServer(folder)
-
-
-def cpu_seconds(pid: int) -> float | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat[stat.rfind(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def machine_jiffies() -> tuple[int, int]:
-    """Busy and total jiffies of every core together (``/proc/stat``)."""
-    values = [int(v) for v in Path("/proc/stat").read_text().split("\n")[0].split()[1:9]]
-    return sum(values) - values[3] - values[4], sum(values)
 
 
 def machine_pct(a: tuple[int, int], b: tuple[int, int]) -> float:

@@ -132,7 +132,7 @@ class LiveDocument:
         if self._stale:
             data = dict(self._data)
             for key in self._stale:
-                data[key] = ydoc.text_of(self.root, key)
+                data[key] = str(self.root[key])
             self._data, self._stale = data, frozenset()
         return self._data
 

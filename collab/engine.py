@@ -599,14 +599,11 @@ class Engine:
         data, stale, applied = self._guarded(live, live.apply_client_update, update)
         if applied is None:
             return None  # nothing new (already seen, or waiting for missing dependencies)
-        if stale and self._texts_within_limits(live, data, stale):
-            live.set_view(data, stale)  # the texts are converted when the view is read
-        else:
-            live.set_view(data, stale)
-            data = self._guarded(
+        live.set_view(data, stale)  # stale texts are converted when the view is read
+        if not (stale and self._texts_within_limits(live, data, stale)):
+            live.data = self._guarded(
                 live, validate_data, live.data, self.config.limits, live.meta.text_fields
             )
-            live.data = data
         at = now_ms()
         version = live.version + 1
         entry_meta: dict[str, Any] = {

@@ -185,11 +185,6 @@ def apply_client_update(
     return out, stale
 
 
-def text_of(root: Map[Any], key: str) -> str:
-    """The current text of the top-level text field ``key``."""
-    return str(root[key])
-
-
 def patch(
     root: Map[Any], old: dict[str, Any], new: dict[str, Any], text_fields: tuple[str, ...]
 ) -> None:

@@ -153,6 +153,10 @@ def _failure(exc: jwt.PyJWTError) -> AuthenticationFailed:
     return AuthenticationFailed("invalid token", "invalid_token")
 
 
+#: Tokens a verifier remembers at most (:meth:`TokenVerifier.remember`).
+REMEMBERED_TOKENS = 256
+
+
 class TokenVerifier:
     """Verifies tokens against the configured secret and/or public key.
 
@@ -183,6 +187,9 @@ class TokenVerifier:
         self.audience = audience
         #: Revoked companies and users (replaced as a whole when the deny file changes).
         self.deny = DenyList()
+        #: Tokens verified earlier (:meth:`remember`), by their exact text; at most
+        #: :data:`REMEMBERED_TOKENS`. Per verifier, so per secret and key.
+        self._remembered: dict[str, Identity] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TokenVerifier:
@@ -226,6 +233,23 @@ class TokenVerifier:
         identity = _identity(claims)
         if self.deny.denies(identity):
             raise AuthenticationFailed("revoked", "revoked")
+        return identity
+
+    def remember(self, token: str, identity: Identity) -> None:
+        """Keep ``identity``, which :meth:`verify` gave for ``token``, for
+        :meth:`remembered` (all forgotten when full: only a flood of distinct valid tokens
+        fills it)."""
+        if len(self._remembered) >= REMEMBERED_TOKENS:
+            self._remembered.clear()
+        self._remembered[token] = identity
+
+    def remembered(self, token: str, now: float) -> Identity | None:
+        """The identity :meth:`remember` kept for ``token``, while unexpired at ``now`` (wall
+        seconds, as PyJWT checks ``exp``) and not on the deny list (read on every use, so a
+        revocation takes effect at once); else None: verify it again."""
+        identity = self._remembered.get(token)
+        if identity is None or now >= identity.exp or self.deny.denies(identity):
+            return None
         return identity
 
 

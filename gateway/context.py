@@ -204,10 +204,7 @@ class Gateway:
         socket of another node (with Redis, unknown here: yes), or a dropped socket whose
         session is held (its replay reads the log). When not, an event whose payload is
         costly to build (a Yjs write's JSON view) need not be built, nor sent."""
-        if self.settings.redis or self.recovery.holding:
-            return True
-        members = self.sio.manager.rooms.get("/", {}).get(room)
-        return bool(members)
+        return bool(self.settings.redis) or self.recovery.holding or self.sio.occupied(room)
 
     def require_joined(self, call: Call, kind: Kind, doc_id: str) -> None:
         """Refuse (``forbidden``) an event about a document the socket has not joined."""

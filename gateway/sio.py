@@ -184,6 +184,10 @@ class GatewayServer(socketio.AsyncServer):  # type: ignore[misc]
         members = self.manager.rooms.get(namespace, {}).get(room)
         return members is not None and sid in members
 
+    def occupied(self, room: str, namespace: str = "/") -> bool:
+        """Whether any socket of this node is in ``room``."""
+        return bool(self.manager.rooms.get(namespace, {}).get(room))
+
     async def leave_room(self, sid: str, room: str, namespace: str | None = None) -> None:
         await super().leave_room(sid, room, namespace)
         if self.hooks is not None and (namespace or "/") == "/":

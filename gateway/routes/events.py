@@ -13,7 +13,6 @@ own time per publish (~0.4 ms of ~1 ms before the first recipient's write).
 from __future__ import annotations
 
 import time
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -21,21 +20,12 @@ from typing import Any
 from aiohttp import web
 
 from collab.errors import CollabError, ErrorCode, invalid
-from gateway.auth import Identity, TokenVerifier
+from gateway.auth import Identity
 from gateway.context import GATEWAY
 from gateway.routes.middleware import authenticate
 from gateway.wire import parse_payload
 
 SERVICE_ROLE = "service"
-#: Service tokens remembered per verifier (all of them forgotten when full: a deployment has a
-#: handful of services, so only a flood of distinct valid tokens ever fills it).
-VERIFIED_TOKENS = 256
-
-#: Authorization header -> the service identity its token proved, per verifier (one per
-#: application: a token verified under one secret means nothing under another).
-_verified: weakref.WeakKeyDictionary[TokenVerifier, dict[str, Identity]] = (
-    weakref.WeakKeyDictionary()
-)
 #: The wall clock a remembered token's ``exp`` is checked against (PyJWT's is the same).
 clock: Callable[[], float] = time.time
 
@@ -52,25 +42,19 @@ def service_identity(request: web.Request) -> Identity:
     """The identity of the request's bearer token, as :func:`authenticate` finds it, with the
     signature of a service's token checked only the first time it is seen.
 
-    A remembered token is used only while it is unexpired (``exp``, as PyJWT checks it) and
-    its company and user are not on the deny list (re-read on every use, so revoking a
-    service takes effect at once); otherwise it is verified again, which gives the same
+    The gateway's verifier remembers it (:meth:`gateway.auth.TokenVerifier.remembered`):
+    while unexpired and not revoked; otherwise it is verified again, which gives the same
     refusal as without the cache. Only tokens that verified, with role ``service``, are
-    remembered, keyed by their exact text."""
+    remembered."""
     verifier = request.app[GATEWAY].verifier
     header = request.headers.get("Authorization")
-    tokens = _verified.get(verifier)
-    if tokens is None:
-        tokens = _verified[verifier] = {}
     if header:
-        known = tokens.get(header)
-        if known is not None and clock() < known.exp and not verifier.deny.denies(known):
+        known = verifier.remembered(header, clock())
+        if known is not None:
             return known
     identity = authenticate(request)
     if header and identity.role == SERVICE_ROLE:
-        if len(tokens) >= VERIFIED_TOKENS:
-            tokens.clear()
-        tokens[header] = identity
+        verifier.remember(header, identity)
     return identity
 
 

@@ -28,7 +28,7 @@ import aiohttp
 import pytest_asyncio
 
 from gateway.auth import mint_token
-from tests.gateway.conftest import SECRET, TIMEOUT, Client
+from tests.gateway.conftest import SECRET, TIMEOUT, Client, post_event
 from tests.store.redis_server import RedisServer, free_port
 
 #: Seconds a gateway process may take to answer its health check.
@@ -101,18 +101,8 @@ class GatewayProcess:
             return r.status, await r.json()
 
     async def post_event(self, event: str, company: str, data: Any, **extra: Any) -> Any:
-        """``POST /api/events`` with a service token; the JSON answer (asserted 200)."""
-        token = mint_token(SECRET, sub="erp", company_id=company, role="service")
-        body = {"event": event, "companyId": company, "data": data, **extra}
-        async with (
-            aiohttp.ClientSession() as http,
-            http.post(
-                self.url + "/api/events", json=body, headers={"Authorization": f"Bearer {token}"}
-            ) as r,
-        ):
-            answer = await r.json()
-            assert r.status == 200, answer
-            return answer
+        """``POST /api/events`` with a service token (``conftest.post_event``)."""
+        return await post_event(self.url, event, company, data, **extra)
 
     async def client(self, sub: str = "u1", company: str = "c1", **claims: Any) -> Client:
         """A connected websocket client of this node."""

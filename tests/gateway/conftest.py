@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 import pytest_asyncio
 import socketio
 from aiohttp import web
@@ -92,6 +93,21 @@ class Client:
             await self.sio.disconnect()
 
 
+async def post_event(url: str, event: str, company: str, data: Any, **extra: Any) -> Any:
+    """``POST /api/events`` to the gateway at ``url`` with a service token; the JSON answer
+    (asserted 200)."""
+    token = mint_token(SECRET, sub="erp", company_id=company, role="service")
+    body = {"event": event, "companyId": company, "data": data, **extra}
+    headers = {"Authorization": f"Bearer {token}"}
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(url + "/api/events", json=body, headers=headers) as r,
+    ):
+        answer = await r.json()
+        assert r.status == 200, answer
+        return answer
+
+
 @dataclass
 class Server:
     """A gateway serving on 127.0.0.1 at a free port."""
@@ -107,6 +123,10 @@ class Server:
 
     def token(self, sub: str = "u1", company: str = "c1", **claims: Any) -> str:
         return mint_token(SECRET, sub=sub, company_id=company, **claims)
+
+    async def post_event(self, event: str, company: str, data: Any, **extra: Any) -> Any:
+        """``POST /api/events`` with a service token (:func:`post_event`)."""
+        return await post_event(self.url, event, company, data, **extra)
 
     async def client(
         self,

@@ -164,15 +164,8 @@ async def test_nothing_is_queued_ahead_of_the_outbox(
     a packet that must take python-engineio's queue meanwhile first writes the outbox."""
     monkeypatch.setattr(outgoing, "HIGH_WATER", 3_000)
     _idle_rule(monkeypatch, "outboxes")
-    r = Recorder()
-    await r.sio.connect(
-        server.url,
-        auth={"token": server.token("u1", "c1"), "recovery": False},
-        transports=["websocket"],
-        wait_timeout=10,
-    )
+    r, eio_sid = await _websocket_recorder(server)
     eio = server.gw.sio.eio
-    eio_sid = server.gw.sio.manager.eio_sid_from_sid(r.sio.get_sid(), "/")
     socket = eio.sockets[eio_sid]
     for i in range(3):  # 2,000 bytes each: two fit under the mark, the third is queued
         await server.gw.emit("project:updated", {"i": i, "pad": "x" * 2_000}, to=company_room("c1"))

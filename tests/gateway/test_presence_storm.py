@@ -13,8 +13,6 @@ import itertools
 from collections.abc import Callable
 from typing import Any
 
-import aiohttp
-
 from gateway.presence.coalesce import Coalescer, Held, _with_entries
 from tests.gateway.conftest import TIMEOUT, Client, Server, ServerFactory
 
@@ -61,7 +59,6 @@ async def connect(server: Server, user: str, company: str = "c1") -> Recorder:
 
 async def publish(server: Server, seq: int, company: str = "c1") -> None:
     """``POST /api/events`` ``project:updated`` of project ``p<seq>`` to the company room."""
-    token = server.token("erp", company, role="service")
     project = {
         "id": f"p{seq}",
         "name": "Tower",
@@ -69,14 +66,7 @@ async def publish(server: Server, seq: int, company: str = "c1") -> None:
         "status": "in_progress",
         "updatedAt": "2024-01-15T10:30:00.000Z",
     }
-    body = {"event": "project:updated", "companyId": company, "data": project}
-    async with (
-        aiohttp.ClientSession() as http,
-        http.post(
-            server.url + "/api/events", json=body, headers={"Authorization": f"Bearer {token}"}
-        ) as r,
-    ):
-        assert r.status == 200, await r.text()
+    await server.post_event("project:updated", company, project)
 
 
 async def until(condition: Callable[[], bool]) -> None:
