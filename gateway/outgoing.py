@@ -282,19 +282,6 @@ class OutgoingEngineIO(engineio.AsyncServer):  # type: ignore[misc]
         if box is not None and _idle(socket, box):
             frames = box.frames
             first = not frames
-            if (
-                first
-                and self._direct
-                and box.round != self._round
-                and len(pkts) == 1
-                and not box.ws.closed
-            ):
-                # Writing at once, this socket's first event of the iteration (what
-                # _at_once and _write_now decide, inline: once per recipient of an event).
-                box.round = self._round
-                box.transport.write(websocket_frame(pkts[0]))
-                self.stats["direct"] += 1
-                return
             if first and (self._direct or not self._flush_scheduled) and self._at_once(box):
                 n = self._write_now(box, pkts)
             else:
